@@ -1,0 +1,24 @@
+from kfp.dsl import Dataset, Output
+
+from components import component
+
+
+@component
+def gather_ve_dataset(dataset_uri: str, n_ve: int, shard_size: int, seed: int, generator: dict,
+                      dataset: Output[Dataset]):
+    """Fan-in: check every shard under ``dataset_uri`` and write the dataset manifest.
+
+    The Dataset artifact holds the manifest (JSON); the shards stay in the store at ``dataset_uri``.
+    """
+    import json
+    import logging
+
+    from micropipe.ve.dataset import gather
+
+    logging.basicConfig(level=logging.INFO)
+    manifest = gather(dataset_uri, n_ve=n_ve, shard_size=shard_size, generator=generator, seed=seed)
+    with open(dataset.path, "w") as f:
+        json.dump(manifest, f, indent=1)
+    dataset.metadata.update({"dataset_uri": dataset_uri, "n_ve": n_ve, "n_shards": len(manifest["shards"]),
+                             "seed": seed, "git_commit": manifest["provenance"]["git_commit"],
+                             "version": manifest["provenance"]["version"]})

@@ -1,0 +1,26 @@
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
+
+from components import component
+
+
+@component
+def ve_report(dataset: Input[Dataset], max_ves: int, report: Output[HTML], summary: Output[Markdown],
+              metrics: Output[Metrics], statistics: Output[Dataset]):
+    """Statistics report of a VE dataset: measured vs target grain sizes, shapes, texture, slices."""
+    import json
+    import logging
+
+    from micropipe.ve.report import dataset_report
+
+    logging.basicConfig(level=logging.INFO)
+    with open(dataset.path) as f:
+        manifest = json.load(f)
+    built = dataset_report(manifest, max_ves=max_ves)
+    with open(report.path, "w") as f:
+        f.write(built.report.to_html())
+    with open(summary.path, "w") as f:
+        f.write(built.report.to_markdown())
+    with open(statistics.path, "w") as f:
+        json.dump(built.summary, f, indent=1)
+    for name, value in built.metrics.items():
+        metrics.log_metric(name, value)

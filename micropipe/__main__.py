@@ -1,0 +1,3 @@
+from micropipe.cli import main
+
+raise SystemExit(main())

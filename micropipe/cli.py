@@ -1,0 +1,264 @@
+"""`micropipe` command line: run, compile and submit pipelines, and work with VE datasets.
+
+Only this module prints; everything else logs. KFP is imported lazily, so `micropipe data ...`
+works without touching the orchestration stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import micropipe
+
+log = logging.getLogger("micropipe")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        # One clear line for bad input; tracebacks only with --verbose.
+        if args.verbose:
+            raise
+        print(f"micropipe: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="micropipe", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"micropipe {micropipe.__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = p.add_subparsers(title="commands")
+
+    s = sub.add_parser("list", help="list pipelines and their presets")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("run", help="run a pipeline locally with the KFP local runner")
+    s.add_argument("pipeline")
+    s.add_argument("--preset", default="small", help="preset name (default: small)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[,...]",
+                   help="override preset arguments; dotted keys reach into dicts: generator.cells=48")
+    s.add_argument("--runs-dir", default="runs", help="parent of runs/<pipeline>/<UTC stamp>/ (default: runs)")
+    s.add_argument("--dataset-uri", default=None,
+                   help="where datasets go (local path or s3://...); default: inside the run directory")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("compile", help="compile pipelines to KFP IR YAML")
+    s.add_argument("--pipeline", action="append", default=None, help="pipeline name (default: all)")
+    s.add_argument("--profile", default="cpu", help="cluster profile name or YAML path, or 'all' (default: cpu)")
+    s.add_argument("--out", default="build/pipelines", help="output directory (default: build/pipelines)")
+    s.set_defaults(func=cmd_compile)
+
+    s = sub.add_parser("submit", help="compile and submit a pipeline run to a Kubeflow Pipelines server")
+    s.add_argument("pipeline")
+    s.add_argument("--host", required=True, help="KFP API URL, e.g. https://kubeflow.example/pipeline")
+    s.add_argument("--preset", default="small")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[,...]")
+    s.add_argument("--profile", default="cpu")
+    s.add_argument("--experiment", default="micropipe")
+    s.add_argument("--dry-run", action="store_true", help="print the request instead of sending it")
+    s.set_defaults(func=cmd_submit)
+
+    data = sub.add_parser("data", help="VE datasets: generate, inspect, convert").add_subparsers(title="data commands")
+    s = data.add_parser("generate", help="generate a VE dataset without KFP (same code as the pipeline)")
+    s.add_argument("out", help="dataset URI: local directory or s3://bucket/prefix")
+    s.add_argument("--preset", default="small", help="ve_generation preset to start from (default: small)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[,...]")
+    s.set_defaults(func=cmd_data_generate)
+
+    s = data.add_parser("info", help="summarise a dataset (manifest) or a shard/VE file")
+    s.add_argument("path")
+    s.set_defaults(func=cmd_data_info)
+
+    s = data.add_parser("convert", help="convert one VE between formats (.h5 shard, .dream3d, .vti, .npz)")
+    s.add_argument("src")
+    s.add_argument("dst")
+    s.add_argument("--ve", default=None, help="VE id inside a shard or dataset (default: the first)")
+    s.set_defaults(func=cmd_data_convert)
+
+    s = data.add_parser("report", help="statistics report (HTML + Markdown) of a gathered dataset")
+    s.add_argument("dataset")
+    s.add_argument("--out", default="ve_report.html")
+    s.add_argument("--max-ves", type=int, default=200)
+    s.set_defaults(func=cmd_data_report)
+    return p
+
+
+# --------------------------------------------------------------------------------------- pipelines
+def _arguments(pipeline: str, preset: str, sets: list[str]) -> dict[str, Any]:
+    from pipelines import _kfp
+
+    return _kfp.merge(_kfp.load_preset(pipeline, preset), _kfp.parse_overrides(sets))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import pipelines
+    from pipelines import _kfp
+
+    for name in pipelines.PIPELINES:
+        module = pipelines.load(name)
+        print(f"{name:22s} presets: {', '.join(_kfp.list_presets(name))}")
+        print(f"{'':22s} {module.DESCRIPTION}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import pipelines
+    from micropipe import provenance
+    from pipelines import _kfp
+
+    try:
+        pipelines.load(args.pipeline)
+    except ValueError as err:
+        print(f"micropipe: error: {err}", file=sys.stderr)
+        return 2
+    arguments = _arguments(args.pipeline, args.preset, args.set)
+    run_dir = (Path(args.runs_dir) / args.pipeline / _kfp.utc_stamp()).resolve()
+    if "dataset_uri" not in arguments:
+        arguments["dataset_uri"] = args.dataset_uri or str(run_dir / "dataset")
+    record = provenance.record(seed=arguments.get("seed"), step=f"run.{args.pipeline}",
+                               params={"preset": args.preset, "arguments": arguments})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(provenance.dumps({**record, "status": "running"}))
+    print(f"running {args.pipeline} (preset {args.preset}) -> {run_dir}", flush=True)
+    try:
+        outputs = _kfp.run_local(args.pipeline, arguments, run_dir)
+    except Exception as err:
+        (run_dir / "run.json").write_text(provenance.dumps({**record, "status": "failed", "error": str(err)}))
+        raise RuntimeError(f"pipeline {args.pipeline} failed: {err} (logs above; run dir {run_dir})") from err
+    paths = {k: getattr(v, "path", None) for k, v in outputs.items()}
+    metrics = dict(outputs["metrics"].metadata) if "metrics" in outputs else {}
+    (run_dir / "run.json").write_text(provenance.dumps({**record, "status": "succeeded", "outputs": paths,
+                                                        "metrics": metrics}))
+    print()
+    print(f"report:  {paths.get('report')}")
+    print(f"run dir: {run_dir}")
+    _print_metrics(metrics)
+    return 0
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    if not metrics:
+        return
+    width = max(len(k) for k in metrics)
+    print(f"\n{'metric':{width}s}  value")
+    print(f"{'-' * width}  {'-' * 12}")
+    for k, v in metrics.items():
+        print(f"{k:{width}s}  {v:.6g}" if isinstance(v, float) else f"{k:{width}s}  {v}")
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import pipelines
+    from pipelines import _kfp
+
+    names = args.pipeline or list(pipelines.PIPELINES)
+    profiles = sorted(p.stem for p in _kfp.PROFILES.glob("*.yaml")) if args.profile == "all" else [args.profile]
+    for profile_name in profiles:
+        profile = _kfp.Profile.load(profile_name)
+        for name in names:
+            print(_kfp.compile_pipeline(name, profile, Path(args.out)))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    from pipelines import _kfp
+
+    profile = _kfp.Profile.load(args.profile)
+    arguments = _arguments(args.pipeline, args.preset, args.set)
+    stamp = _kfp.utc_stamp()
+    if "dataset_uri" not in arguments:
+        if not profile.data_root:
+            raise ValueError(f"profile {profile.name!r} has no data_root; pass SET=dataset_uri=s3://...")
+        arguments["dataset_uri"] = f"{profile.data_root.rstrip('/')}/{args.pipeline}/{stamp}"
+    with tempfile.TemporaryDirectory() as tmp:
+        package = _kfp.compile_pipeline(args.pipeline, profile, Path(tmp))
+        request = {"host": args.host, "pipeline_package": package.name, "experiment": args.experiment,
+                   "run_name": f"{args.pipeline}-{args.preset}-{stamp}", "pipeline_root": profile.pipeline_root,
+                   "arguments": arguments}
+        if args.dry_run:
+            print(json.dumps(request, indent=1))
+            return 0
+        import kfp
+
+        client = kfp.Client(host=args.host, existing_token=os.environ.get("KFP_TOKEN"))
+        run = client.create_run_from_pipeline_package(
+            str(package), arguments=arguments, run_name=request["run_name"],
+            experiment_name=args.experiment, pipeline_root=profile.pipeline_root or None)
+    print(f"submitted run {run.run_id} to {args.host}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- data
+def cmd_data_generate(args: argparse.Namespace) -> int:
+    from micropipe.ve import dataset
+
+    a = _arguments("ve_generation", args.preset, args.set)
+    for index in range(len(dataset.shard_ranges(a["n_ve"], a["shard_size"]))):
+        print(dataset.write_shard(args.out, index, n_ve=a["n_ve"], shard_size=a["shard_size"],
+                                  generator=a["generator"], seed=a["seed"]))
+    dataset.gather(args.out, n_ve=a["n_ve"], shard_size=a["shard_size"], generator=a["generator"], seed=a["seed"])
+    print(f"dataset: {args.out} ({a['n_ve']} VEs)")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from micropipe import store
+    from micropipe.ve import dataset, io
+
+    if store.exists(store.join(args.path, dataset.MANIFEST)):
+        m = dataset.load_manifest(args.path)
+        print(json.dumps({k: m[k] for k in ("uri", "n_ve", "shard_size")} | {
+            "n_shards": len(m["shards"]), "provenance": m["provenance"]}, indent=1))
+        return 0
+    with store.local_copy(args.path) as path:
+        print(json.dumps(io.shard_info(path), indent=1, default=str))
+    return 0
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from micropipe import store
+    from micropipe.ve import dataset, io
+
+    if store.exists(store.join(args.src, dataset.MANIFEST)):
+        items = dataset.iter_ves(dataset.load_manifest(args.src))
+        ve_id, ve = next(((i, v) for i, v in items if args.ve in (None, i)), (None, None))
+    else:
+        with store.local_copy(args.src) as path:
+            ves = io.read_shard(path) if Path(path).suffix in (".h5", ".hdf5") else {"ve": io.load(path)}
+        ve_id = args.ve or next(iter(ves))
+        ve = ves.get(ve_id)
+    if ve is None:
+        raise ValueError(f"{args.src}: no VE with id {args.ve!r}")
+    with store.staged_output(args.dst) as tmp:
+        io.save(tmp.with_name(Path(args.dst).name), ve)
+        tmp.with_name(Path(args.dst).name).replace(tmp)
+    print(f"{args.src}[{ve_id}] -> {args.dst}")
+    return 0
+
+
+def cmd_data_report(args: argparse.Namespace) -> int:
+    from micropipe.ve import dataset
+    from micropipe.ve.report import dataset_report
+
+    built = dataset_report(dataset.load_manifest(args.dataset), max_ves=args.max_ves)
+    out = Path(args.out)
+    out.write_text(built.report.to_html())
+    out.with_suffix(".md").write_text(built.report.to_markdown())
+    print(f"report: {out}")
+    _print_metrics(built.metrics)
+    return 0

@@ -1,0 +1,135 @@
+"""VE datasets in the store: shards written independently (fan-out), then gathered into a manifest (fan-in).
+
+Layout under a dataset URI (local path or ``s3://bucket/prefix``)::
+
+    <dataset_uri>/shards/shard-00000.h5     HDF5 shards, micropipe.ve.io format
+    <dataset_uri>/shards/shard-00001.h5
+    <dataset_uri>/manifest.json             written last by :func:`gather`; a dataset without it is incomplete
+
+VE ``i`` of a dataset is made from ``ve_seed(seed, i)`` alone, so the bytes of a VE do not depend on
+how the dataset was split into shards or on which machine a shard ran.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from micropipe import provenance, store
+from micropipe.ve import io
+from micropipe.ve.generator import GeneratorConfig, generate_many
+from micropipe.ve.volume import VolumeElement
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "micropipe-ve-dataset"
+
+
+def shard_name(index: int) -> str:
+    return f"shards/shard-{index:05d}.h5"
+
+
+def ve_id(index: int) -> str:
+    return f"ve_{index:07d}"
+
+
+def shard_ranges(n_ve: int, shard_size: int) -> list[tuple[int, int]]:
+    """Half-open VE index ranges ``[start, stop)`` of every shard."""
+    if int(n_ve) < 1:
+        raise ValueError(f"n_ve must be a positive integer, got {n_ve!r}")
+    if int(shard_size) < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    return [(s, min(s + shard_size, n_ve)) for s in range(0, n_ve, shard_size)]
+
+
+def write_shard(dataset_uri: str, shard_index: int, *, n_ve: int, shard_size: int,
+                generator: dict[str, Any], seed: int) -> str:
+    """Generate the VEs of one shard and write them to ``<dataset_uri>/shards/``; returns the shard URI.
+
+    The shard appears only when complete (see :func:`micropipe.store.staged_output`).
+    """
+    ranges = shard_ranges(n_ve, shard_size)
+    if not 0 <= shard_index < len(ranges):
+        raise ValueError(f"shard_index must lie in [0, {len(ranges) - 1}] for n_ve={n_ve}, "
+                         f"shard_size={shard_size}; got {shard_index}")
+    config = GeneratorConfig.from_dict(generator)
+    start, stop = ranges[shard_index]
+    ves = {ve_id(i): ve for i, ve in generate_many(config, seed, range(start, stop))}
+    record = provenance.record(seed=seed, step="ve.write_shard",
+                               params={"generator": config.to_dict(), "n_ve": n_ve, "shard_size": shard_size,
+                                       "shard_index": shard_index, "ve_range": [start, stop]})
+    uri = store.join(dataset_uri, shard_name(shard_index))
+    with store.staged_output(uri) as path:
+        io.write_shard(path, ves, provenance=record)
+    log.info("wrote %d VEs to %s", len(ves), uri)
+    return uri
+
+
+def gather(dataset_uri: str, *, n_ve: int, shard_size: int, generator: dict[str, Any],
+           seed: int) -> dict[str, Any]:
+    """Check that every shard of the dataset is present and complete, then write its manifest.
+
+    Raises
+    ------
+    ValueError
+        A shard is missing, incomplete, or holds other VE ids than its range.
+    """
+    ranges = shard_ranges(n_ve, shard_size)
+    shards = []
+    for index, (start, stop) in enumerate(ranges):
+        uri = store.join(dataset_uri, shard_name(index))
+        if not store.exists(uri):
+            raise ValueError(f"dataset {dataset_uri}: shard {index} ({uri}) is missing; "
+                             f"expected {len(ranges)} shards for n_ve={n_ve}, shard_size={shard_size}")
+        with store.local_copy(uri) as path:
+            info = io.shard_info(path)
+        expected = [ve_id(i) for i in range(start, stop)]
+        if list(info["ids"]) != expected:
+            raise ValueError(f"{uri}: holds VE ids {info['ids'][:3]}..., expected {expected[0]} ... {expected[-1]}")
+        shards.append({"path": shard_name(index), "n_ve": stop - start, "first": expected[0],
+                       "last": expected[-1], "cells": info.get("cells")})
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "format_version": 1,
+        "uri": dataset_uri,
+        "n_ve": n_ve,
+        "shard_size": shard_size,
+        "shards": shards,
+        "provenance": provenance.record(seed=seed, step="ve.gather",
+                                        params={"generator": GeneratorConfig.from_dict(generator).to_dict(),
+                                                "n_ve": n_ve, "shard_size": shard_size}),
+    }
+    store.write_text(store.join(dataset_uri, MANIFEST), json.dumps(manifest, indent=1))
+    log.info("gathered %d shards (%d VEs) into %s", len(shards), n_ve, dataset_uri)
+    return manifest
+
+
+def load_manifest(dataset_uri: str) -> dict[str, Any]:
+    """The manifest of a gathered dataset; a clear error if it is missing or malformed."""
+    uri = store.join(dataset_uri, MANIFEST)
+    try:
+        manifest = json.loads(store.read_text(uri))
+    except store.KeyNotFoundError:
+        raise store.KeyNotFoundError(f"{uri}: no manifest; the dataset is incomplete or was never gathered") \
+            from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{uri}: not valid JSON ({err})") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{uri}: field 'format' is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    manifest["uri"] = dataset_uri  # the dataset may have been moved since it was gathered
+    return manifest
+
+
+def iter_ves(manifest: dict[str, Any], limit: int | None = None) -> Iterator[tuple[str, VolumeElement]]:
+    """Yield ``(ve_id, VolumeElement)`` of a gathered dataset in id order, reading one shard at a time."""
+    count = 0
+    for shard in manifest["shards"]:
+        with store.local_copy(store.join(manifest["uri"], shard["path"])) as path:
+            for item in io.iter_shard(path):
+                if limit is not None and count >= limit:
+                    return
+                count += 1
+                yield item
