@@ -4,7 +4,7 @@ from components import component
 
 
 @component
-def plan_shards(n_items: int, shard_size: int) -> List[int]:  # noqa: UP006 (KFP needs typing.List)
+def plan_shards(n_items: int, shard_size: int) -> List[int]:
     """Indices of the shards that split ``n_items`` into groups of ``shard_size``: the fan-out items."""
     from micropipe.ve.dataset import shard_ranges
 

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="micropipe", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="micropipe", description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--version", action="version", version=f"micropipe {micropipe.__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = p.add_subparsers(title="commands")
@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     s = data.add_parser("convert", help="convert one VE between formats (.h5 shard, .dream3d, .vti, .npz)")
     s.add_argument("src")
     s.add_argument("dst")
-    s.add_argument("--ve", default=None, help="VE id inside a shard or dataset (default: the first)")
+    s.add_argument("--ve-id", dest="ve", default=None, help="VE id inside a shard or dataset (default: the first)")
     s.set_defaults(func=cmd_data_convert)
 
     s = data.add_parser("report", help="statistics report (HTML + Markdown) of a gathered dataset")
@@ -155,8 +155,8 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     width = max(len(k) for k in metrics)
     print(f"\n{'metric':{width}s}  value")
     print(f"{'-' * width}  {'-' * 12}")
-    for k, v in metrics.items():
-        print(f"{k:{width}s}  {v:.6g}" if isinstance(v, float) else f"{k:{width}s}  {v}")
+    for k, v in sorted(metrics.items()):
+        print(f"{k:{width}s}  {v:.6g}" if isinstance(v, int | float) else f"{k:{width}s}  {v}")
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -244,9 +244,13 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
         ve = ves.get(ve_id)
     if ve is None:
         raise ValueError(f"{args.src}: no VE with id {args.ve!r}")
-    with store.staged_output(args.dst) as tmp:
-        io.save(tmp.with_name(Path(args.dst).name), ve)
-        tmp.with_name(Path(args.dst).name).replace(tmp)
+    if not store.is_remote(args.dst):
+        io.save(args.dst, ve)  # atomic; .npy also writes its .grains.csv beside it
+    elif Path(args.dst).suffix == ".npy":
+        raise ValueError(f"{args.dst}: .npy needs a sidecar grain table; use .npz, .dream3d or .vti for s3:// targets")
+    else:
+        with store.staged_output(args.dst) as tmp:  # same file name, so io.save picks the format by suffix
+            io.save(tmp, ve)
     print(f"{args.src}[{ve_id}] -> {args.dst}")
     return 0
 

@@ -6,6 +6,7 @@ call :meth:`Profile.place` on each task with the step's class (``light``, ``cpu`
 
 from __future__ import annotations
 
+import builtins
 import copy
 import dataclasses
 import datetime as _dt
@@ -13,6 +14,7 @@ import inspect
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -213,10 +215,19 @@ def run_local(pipeline: str, arguments: dict[str, Any], run_dir: Path) -> dict[s
     # Components run as `python3 -m kfp...` subprocesses: make that python this interpreter's venv.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     _route_root_through_enhanced_orchestrator()
+    # Local runs use this venv on purpose (use_venv=False, nothing pip-installed); the image named in
+    # the components is for clusters, so kfp's "custom base image" warning does not apply here.
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
     run_dir.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"),
                raise_on_error=True)
-    task = func(**arguments)
+    # kfp's local runner indents its logs by swapping builtins.print; ParallelFor threads race on the
+    # swap and can leave it swapped, so restore it ourselves.
+    original_print = builtins.print
+    try:
+        task = func(**arguments)
+    finally:
+        builtins.print = original_print
     outputs = task.outputs if isinstance(task.outputs, dict) else {"output": task.output}
     return dict(outputs)
 
