@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PIPELINE ?=
 PRESET   ?= small
 SET      ?=
-PROFILE  ?= cpu
+PROFILE  ?=
 KFP_HOST ?=
 PYTEST_ARGS ?=
 
@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run PIPELINE=<name> [PRESET=small] [SET=key=value,...]   run a pipeline locally"
 	@echo "make test                                                     install, then pytest"
-	@echo "make compile [PROFILE=cpu|gpu]                                IR YAML -> build/pipelines/"
+	@echo "make compile [PROFILE=cpu|gpu]                                IR YAML -> build/pipelines/ (default: every profile)"
 	@echo "make submit PIPELINE=<name> KFP_HOST=<url> [PRESET=paper]     submit to a cluster"
 	@echo "make lint | make bench | make test-slow | make clean"
 
@@ -42,11 +42,11 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 compile: $(STAMP)
-	$(BIN)/micropipe compile --profile $(PROFILE) --out build/pipelines
+	$(BIN)/micropipe compile --profile $(or $(PROFILE),all) --out build/pipelines
 
 submit: $(STAMP)
 	@if [ -z "$(PIPELINE)" ] || [ -z "$(KFP_HOST)" ]; then echo "usage: make submit PIPELINE=<name> KFP_HOST=<url> [PRESET=paper] [PROFILE=gpu]"; exit 2; fi
-	$(BIN)/micropipe submit $(PIPELINE) --host $(KFP_HOST) --preset $(PRESET) --profile $(PROFILE)
+	$(BIN)/micropipe submit $(PIPELINE) --host $(KFP_HOST) --preset $(PRESET) --profile $(or $(PROFILE),cpu) $(if $(SET),--set '$(SET)')
 
 lint: $(STAMP)
 	$(BIN)/ruff check micropipe components pipelines tests benchmarks

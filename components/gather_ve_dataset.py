@@ -4,7 +4,7 @@ from components import component
 
 
 @component
-def gather_ve_dataset(dataset_uri: str, n_ve: int, shard_size: int, seed: int, generator: dict,
+def gather_ve_dataset(dataset_uri: str, n_ve: int, shard_size: int, seed: int, generator: dict, backend: str,
                       dataset: Output[Dataset]):
     """Fan-in: check every shard under ``dataset_uri`` and write the dataset manifest.
 
@@ -16,9 +16,10 @@ def gather_ve_dataset(dataset_uri: str, n_ve: int, shard_size: int, seed: int, g
     from micropipe.ve.dataset import gather
 
     logging.basicConfig(level=logging.INFO)
-    manifest = gather(dataset_uri, n_ve=n_ve, shard_size=shard_size, generator=generator, seed=seed)
+    manifest = gather(dataset_uri, n_ve=n_ve, shard_size=shard_size, generator=generator, seed=seed,
+                      backend=backend)
     with open(dataset.path, "w") as f:
         json.dump(manifest, f, indent=1)
     dataset.metadata.update({"dataset_uri": dataset_uri, "n_ve": n_ve, "n_shards": len(manifest["shards"]),
-                             "seed": seed, "git_commit": manifest["provenance"]["git_commit"],
+                             "seed": seed, "backend": backend, "git_commit": manifest["provenance"]["git_commit"],
                              "version": manifest["provenance"]["version"]})

@@ -3,12 +3,12 @@ from components import component
 
 @component
 def generate_ve_shard(dataset_uri: str, shard_index: int, n_ve: int, shard_size: int, seed: int,
-                      generator: dict) -> str:
-    """Generate one shard of volume elements with the built-in generator and write it to the store."""
+                      generator: dict, backend: str) -> str:
+    """Generate one shard of volume elements (``backend``: builtin or dream3d) and write it to the store."""
     import logging
 
     from micropipe.ve.dataset import write_shard
 
     logging.basicConfig(level=logging.INFO)
     return write_shard(dataset_uri, shard_index, n_ve=n_ve, shard_size=shard_size, generator=generator,
-                       seed=seed)
+                       seed=seed, backend=backend)

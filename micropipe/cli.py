@@ -208,10 +208,11 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
     from micropipe.ve import dataset
 
     a = _arguments("ve_generation", args.preset, args.set)
+    common = {"n_ve": a["n_ve"], "shard_size": a["shard_size"], "generator": a["generator"], "seed": a["seed"],
+              "backend": a.get("backend", "builtin")}
     for index in range(len(dataset.shard_ranges(a["n_ve"], a["shard_size"]))):
-        print(dataset.write_shard(args.out, index, n_ve=a["n_ve"], shard_size=a["shard_size"],
-                                  generator=a["generator"], seed=a["seed"]))
-    dataset.gather(args.out, n_ve=a["n_ve"], shard_size=a["shard_size"], generator=a["generator"], seed=a["seed"])
+        print(dataset.write_shard(args.out, index, **common))
+    dataset.gather(args.out, **common)
     print(f"dataset: {args.out} ({a['n_ve']} VEs)")
     return 0
 

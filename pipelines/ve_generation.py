@@ -25,11 +25,12 @@ DESCRIPTION = ("Periodic polycrystalline volume elements (seed 003 §2.1, the DR
 
 def build(profile: Profile):
     @dsl.pipeline(name="ve-generation-shards", description="Fan-out: one task per shard of VEs.")
-    def generate_shards(dataset_uri: str, n_ve: int, shard_size: int, seed: int, generator: dict):
+    def generate_shards(dataset_uri: str, n_ve: int, shard_size: int, seed: int, generator: dict, backend: str):
         plan = profile.place(plan_shards(n_items=n_ve, shard_size=shard_size), "light")
         with dsl.ParallelFor(plan.output, parallelism=profile.parallelism) as shard_index:
             profile.place(generate_ve_shard(dataset_uri=dataset_uri, shard_index=shard_index, n_ve=n_ve,
-                                            shard_size=shard_size, seed=seed, generator=generator), "cpu")
+                                            shard_size=shard_size, seed=seed, generator=generator,
+                                            backend=backend), "cpu")
 
     class Outputs(NamedTuple):
         report: dsl.HTML
@@ -38,11 +39,13 @@ def build(profile: Profile):
 
     @dsl.pipeline(name=NAME, description=DESCRIPTION)
     def ve_generation(dataset_uri: str, n_ve: int = 24, shard_size: int = 8, seed: int = 0,
-                      generator: dict = {"cells": 32}, report_max_ves: int = 200) -> Outputs:  # noqa: B006
+                      generator: dict = {"cells": 32}, backend: str = "builtin",  # noqa: B006
+                      report_max_ves: int = 200) -> Outputs:
         shards = generate_shards(dataset_uri=dataset_uri, n_ve=n_ve, shard_size=shard_size, seed=seed,
-                                 generator=generator)
+                                 generator=generator, backend=backend)
         gathered = profile.place(gather_ve_dataset(dataset_uri=dataset_uri, n_ve=n_ve, shard_size=shard_size,
-                                                   seed=seed, generator=generator), "light").after(shards)
+                                                   seed=seed, generator=generator, backend=backend),
+                                 "light").after(shards)
         report = profile.place(ve_report(dataset=gathered.outputs["dataset"], max_ves=report_max_ves), "cpu")
         return Outputs(report=report.outputs["report"], metrics=report.outputs["metrics"],
                        dataset=gathered.outputs["dataset"])

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from micropipe.backends import dream3d
-from micropipe.ve import io
+from micropipe.ve import io, texture
+from micropipe.ve.generator import GeneratorConfig
 
 BASE = dict(cells=(5, 6, 7), spacing=0.25, esd_mean=5.78, esd_sigma=0.1, esd_min_cutoff=5.0, esd_max_cutoff=5.0,
             axis_ratio=(1, 1, 1), lattice="cF")
@@ -20,9 +21,11 @@ ORDER = ["StatsGeneratorFilter", "InitializeSyntheticVolume", "EstablishShapeTyp
          "FindNeighbors", "MatchCrystallography", "DataContainerWriter"]
 
 
-def _write(tmp_path, **overrides):
-    kw = {**BASE, "output_path": tmp_path / "out" / "synthetic.dream3d", **overrides}
-    path = dream3d.write_pipeline_json(tmp_path / "pipeline.json", **kw)
+def _write(tmp_path, *, rng_seed=None, bin_step=0.5, **overrides):
+    """The pipeline for BASE with ``overrides``, given as the plain generator dict."""
+    path = dream3d.write_pipeline_json(tmp_path / "pipeline.json", {**BASE, **overrides},
+                                       output_path=tmp_path / "out" / "synthetic.dream3d", rng_seed=rng_seed,
+                                       bin_step=bin_step)
     return json.loads(path.read_text())
 
 
@@ -49,10 +52,10 @@ def test_pipeline_structure(tmp_path):
 
 
 def test_pipeline_parameters_follow_inputs(tmp_path):
-    doc = _by_name(_write(tmp_path, spacing=(0.25, 0.5, 1.0), lattice="hP"))
+    doc = _by_name(_write(tmp_path, spacing=0.5, lattice="hP"))
     init = doc["InitializeSyntheticVolume"]
     assert init["Dimensions"] == {"x": 5, "y": 6, "z": 7}
-    assert init["Resolution"] == init["Spacing"] == {"x": 0.25, "y": 0.5, "z": 1.0}
+    assert init["Resolution"] == init["Spacing"] == {"x": 0.5, "y": 0.5, "z": 0.5}
     assert doc["PackPrimaryPhases"]["PeriodicBoundaries"] == 1
     assert doc["FindNeighbors"]["StoreSurfaceFeatures"] == 1
     out = doc["DataContainerWriter"]["OutputFile"]
@@ -67,6 +70,26 @@ def test_pipeline_parameters_follow_inputs(tmp_path):
     assert stats["ODF-Weights"] == {} and stats["AxisODF-Weights"] == {}  # random texture, equiaxed
     assert _by_name(_write(tmp_path, lattice="cI"))["StatsGeneratorFilter"]["StatsDataArray"]["1"][
         "Crystal Symmetry"] == 1
+    stats = _by_name(_write(tmp_path, bin_step=0.25))["StatsGeneratorFilter"]["StatsDataArray"]["1"]
+    assert stats["Feature_Diameter_Info"][0] == 0.25
+    np.testing.assert_allclose(np.diff(stats["BinNumber"]), 0.25)
+
+
+def test_pipeline_from_generator_config(tmp_path):
+    """A GeneratorConfig and its plain dict (morphology presets included) give the same pipeline."""
+    out = tmp_path / "x.dream3d"
+    config = GeneratorConfig.from_dict({"cells": 16, "morphology": "small_grains"})
+    doc = dream3d.pipeline(config, output_path=out)
+    assert doc == dream3d.pipeline({"cells": 16, "morphology": "small_grains"}, output_path=out)
+    assert doc == dream3d.pipeline(config.to_dict(), output_path=out)
+    named = _by_name(doc)
+    stats = named["StatsGeneratorFilter"]["StatsDataArray"]["1"]
+    assert dream3d.primary_stats(config) == stats == dream3d.primary_stats(config.to_dict(), bin_step=0.5)
+    assert named["InitializeSyntheticVolume"]["Dimensions"] == {"x": 16, "y": 16, "z": 16}
+    assert stats["FeatureSize Distribution"]["Average"] == pytest.approx(config.esd_mu)
+    assert config.esd_mean == 2.73
+    elongated = _by_name(dream3d.pipeline({"morphology": "elongated"}, output_path=out))
+    assert elongated["StatsGeneratorFilter"]["StatsDataArray"]["1"]["AxisODF-Weights"]  # (2, 1, 1): rolled preset
 
 
 def test_statistics_match_dream3d_example(tmp_path):
@@ -103,12 +126,17 @@ def test_elongated_grains(tmp_path, axis_ratio, long_axis):
 
 
 @pytest.mark.parametrize(("override", "match"), [
-    ({"lattice": "fcc"}, "unknown lattice 'fcc'"),
-    ({"cells": (0, 4, 4)}, r"cells\[0\] must be a finite number > 0"),
-    ({"cells": (4.5, 4, 4)}, "cells must be whole numbers"),
+    ({"lattice": "fcc"}, "lattice must be one of cF, cI, hP, got 'fcc'"),
+    ({"cells": (0, 4, 4)}, "cells must be positive integers"),
+    ({"cells": (4.5, 4, 4)}, "cells must be integers"),
     ({"esd_sigma": -0.1}, "esd_sigma must be a finite number >= 0"),
-    ({"esd_mean": float("nan")}, "esd_mean must be a finite number > 0"),
-    ({"axis_ratio": (1, 1)}, "axis_ratio must be one number or three"),
+    ({"esd_mean": float("nan")}, "esd_mean must be a number"),
+    ({"axis_ratio": (1, 1)}, "axis_ratio must be one or three floats"),
+    ({"spacing": (0.25, 0.5, 1.0)}, "spacing must be a number"),  # GeneratorConfig: one voxel edge length
+    ({"texture": "goss"}, "texture must be 'random'"),
+    ({"second_phase_fraction": 0.1}, "second_phase_fraction must be 0"),
+    ({"bin_step": 0}, "bin_step must be a finite number > 0"),
+    ({"bin_step": float("inf")}, "bin_step must be a finite number > 0"),
 ])
 def test_pipeline_rejects_bad_parameters(tmp_path, override, match):
     with pytest.raises(ValueError, match=match):
@@ -139,7 +167,9 @@ STAND_IN = """
     out = next(f for f in doc.values() if f.get("Filter_Name") == "DataContainerWriter")["OutputFile"]
     cells = tuple(init["Dimensions"][a] for a in "xyz")
     g = (np.indices(cells).sum(axis=0) // 3 % 4).astype(np.int32)
-    ve = VolumeElement(grain_ids=g, euler=np.full((4, 3), 0.5), phase=np.zeros(4, np.int32),
+    # orientations anywhere in Euler space, as MatchCrystallography leaves them: not reduced to the FZ
+    euler = np.random.default_rng(7).uniform(0.0, 1.0, (4, 3)) * np.array([2 * np.pi, np.pi, 2 * np.pi])
+    ve = VolumeElement(grain_ids=g, euler=euler, phase=np.zeros(4, np.int32),
                        spacing=np.array([init["Resolution"][a] for a in "xyz"]), lattice="cF")
     io.save_dream3d(out, ve)
     with h5py.File(out, "a") as f:  # as DREAM.3D leaves it: no micropipe metadata
@@ -191,8 +221,30 @@ def test_generate_with_stand_in_runner(monkeypatch, tmp_path):
     np.testing.assert_allclose(ve.spacing, 0.25)
     assert ve.attrs["generator"] == "dream3d.PipelineRunner" and ve.attrs["seed"] == 42
     assert ve.attrs["params"]["cells"] == [5, 6, 7]
+    assert ve.attrs["params"] == GeneratorConfig(cells=(5, 6, 7), lattice="cI").to_dict() | {"bin_step": 0.5}
     assert (tmp_path / "work" / "pipeline.json").is_file()
     io.write_shard(tmp_path / "s.h5", {"ve_0": ve}, provenance={})  # attrs are shard-ready
+    # orientations: reduced to the fundamental zone, each the same orientation DREAM.3D wrote
+    assert damask.Orientation.from_Euler_angles(phi=ve.euler, lattice="cI").in_FZ.all()
+    raw = io.load_dream3d(tmp_path / "work" / "synthetic.dream3d", lattice="cI")
+    assert not damask.Orientation.from_Euler_angles(phi=raw.euler, lattice="cI").in_FZ.all()  # the test bites
+    np.testing.assert_allclose(texture.misorientation_deg(ve.euler, raw.euler, "cI"), 0.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("config", [{"cells": (5, 6, 7), "morphology": "small_grains"},
+                                    GeneratorConfig.from_dict({"cells": (5, 6, 7), "morphology": "small_grains"})])
+def test_generate_takes_the_builtin_generator_config(monkeypatch, tmp_path, config):
+    """The generator dict of the built-in generator (morphology presets too) or a GeneratorConfig drives DREAM.3D."""
+    monkeypatch.setenv(dream3d.RUNNER_ENV, str(_fake_runner(tmp_path, STAND_IN)))
+    ve = dream3d.generate(config, 3, tmp_path / "work", timeout_s=60, bin_step=0.25)
+    expected = GeneratorConfig(cells=(5, 6, 7), esd_mean=2.73)
+    assert ve.attrs == {"generator": dream3d.GENERATOR_NAME, "params": expected.to_dict() | {"bin_step": 0.25},
+                        "seed": 3}
+    stats = _by_name(json.loads((tmp_path / "work" / "pipeline.json").read_text()))["StatsGeneratorFilter"][
+        "StatsDataArray"]["1"]
+    assert stats["FeatureSize Distribution"]["Average"] == pytest.approx(expected.esd_mu)
+    assert stats["Feature_Diameter_Info"][0] == 0.25
+    assert damask.Orientation.from_Euler_angles(phi=ve.euler, lattice="cF").in_FZ.all()
 
 
 def test_generate_reports_missing_output(monkeypatch, tmp_path):
@@ -203,13 +255,23 @@ def test_generate_reports_missing_output(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(("config", "match"), [
     ({"texture": "brass"}, "texture must be 'random'"),
+    (GeneratorConfig(texture="cube"), "texture must be 'random'"),
     ({"second_phase_fraction": 0.2}, "second_phase_fraction must be 0"),
-    ({"grains": 10}, r"unknown key\(s\) \['grains'\]"),
-    ({"lattice": "tI"}, "unknown lattice 'tI'"),
+    ({"grains": 10}, r"unknown field\(s\) 'grains'"),
+    ({"lattice": "tI"}, "lattice must be one of cF, cI, hP, got 'tI'"),
+    ({"morphology": "columnar"}, "morphology must be one of"),
+    ({"cells": 0}, "cells must be positive integers"),
 ])
 def test_generate_rejects_bad_config(tmp_path, config, match):
     with pytest.raises(ValueError, match=match):
-        dream3d.generate(config, 1, tmp_path)
+        dream3d.generate(config, 1, tmp_path / "work")
+    assert not (tmp_path / "work").exists()  # refused before anything is written or run
+
+
+def test_generate_rejects_bad_bin_step(tmp_path):
+    with pytest.raises(ValueError, match="bin_step must be a finite number > 0"):
+        dream3d.generate({}, 1, tmp_path / "work", bin_step=-0.5)
+    assert not (tmp_path / "work").exists()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,5 +287,7 @@ def test_pipeline_runner_end_to_end(tmp_path):
     assert ve.N_grains > 5
     assert np.unique(ve.grain_ids).size == ve.N_grains
     np.testing.assert_allclose(ve.spacing, 0.25, rtol=1e-6)
+    assert damask.Orientation.from_Euler_angles(phi=ve.euler, lattice="cF").in_FZ.all()
+    assert ve.attrs["params"]["esd_mean"] == 2.0 and ve.attrs["params"]["bin_step"] == 0.5
     grid = damask.GeomGrid.load_DREAM3D(tmp_path / "synthetic.dream3d", feature_IDs="FeatureIds")
     assert np.unique(grid.material).size == ve.N_grains

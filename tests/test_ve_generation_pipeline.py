@@ -80,3 +80,30 @@ def test_data_generate_and_convert(tmp_path, capsys):
     back = io.load(dst)
     ve2 = dict(dataset.iter_ves(dataset.load_manifest(str(out))))[dataset.ve_id(2)]
     assert np.array_equal(back.grain_ids, ve2.grain_ids)
+
+
+def test_run_with_dataset_in_s3(s3_server, tmp_path):
+    """The whole pipeline with its dataset in a real S3 server on 127.0.0.1: shards and manifest land there."""
+    from micropipe import store
+
+    bucket = s3_server.make_bucket()
+    uri = f"s3://{bucket}/datasets/tiny"
+    rc = cli.main(["run", "ve_generation", "--set", TINY, "--runs-dir", str(tmp_path), "--dataset-uri", uri])
+    assert rc == 0
+    names = [u.rsplit("/", 1)[-1] for u in store.list_files(uri)]
+    assert names == ["manifest.json", "shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
+    assert dataset.load_manifest(uri)["n_ve"] == 5
+    (run_dir,) = (tmp_path / "ve_generation").iterdir()
+    assert not (run_dir / "dataset").exists(), "the dataset went to S3, not into the run directory"
+
+
+def test_dream3d_backend_without_binary_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("DREAM3D_PIPELINE_RUNNER", raising=False)
+    with pytest.raises(FileNotFoundError, match="PipelineRunner not found"):
+        dataset.write_shard(str(tmp_path), 0, n_ve=1, shard_size=1, generator={"cells": 8, "spacing": 1.0,
+                                                                               "esd_mean": 4.0},
+                            seed=0, backend="dream3d")
+    assert not list(tmp_path.rglob("*.h5")), "nothing half-written"
+    with pytest.raises(ValueError, match="backend: unknown VE generator 'neper'"):
+        dataset.write_shard(str(tmp_path), 0, n_ve=1, shard_size=1, generator={}, seed=0, backend="neper")

@@ -11,6 +11,10 @@ Reproducibility: DREAM.3D 6.5 takes no user seed for packing or crystallography 
 seeds its generator with ``QDateTime::currentMSecsSinceEpoch()`` -- so two runs of the same pipeline
 give different VEs.  ``rng_seed`` is recorded (pipeline name, VE attrs) but cannot make DREAM.3D's
 output bit-reproducible; use the built-in generator where bytes must repeat.
+
+Configuration: the built-in generator's :class:`~micropipe.ve.generator.GeneratorConfig` (or the same plain
+dict, ``morphology`` presets included), validated there only.  This pipeline is single-phase with a
+uniform ODF, so ``texture`` must be 'random' and ``second_phase_fraction`` 0 (:func:`check_supported`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ import numpy as np
 
 import micropipe
 from micropipe.ve import io
-from micropipe.ve.volume import LATTICES, VolumeElement
+from micropipe.ve.generator import GeneratorConfig
+from micropipe.ve.texture import reduce_to_fundamental_zone
+from micropipe.ve.volume import VolumeElement
 
 log = logging.getLogger(__name__)
 
@@ -58,38 +64,40 @@ VOLUME_DC = "SyntheticVolumeDataContainer"
 CELL_AM, FEATURE_AM, ENSEMBLE_AM = "CellData", "Grain Data", "CellEnsembleData"
 SHAPE_ELLIPSOID = 0  # SIMPL ShapeType::Type::Ellipsoid; 999 is the dummy phase 0
 
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "cells": (64, 64, 64), "spacing": 0.25, "esd_mean": 5.78, "esd_sigma": 0.1, "esd_min_cutoff": 5.0,
-    "esd_max_cutoff": 5.0, "axis_ratio": (1.0, 1.0, 1.0), "lattice": "cF", "bin_step": 0.5,
-    "texture": "random", "second_phase_fraction": 0.0, "spread_deg": 2.0, "texture_sampling": "spherical",
-}
-"""Seed 003 table 1 (64³ voxels, 0.25 units per voxel, ESD 5.78, sigma 0.1, bin step 0.5).  The keys
-match the built-in generator's config; texture keys other than 'random' are not supported here."""
+
+def check_supported(config: GeneratorConfig | Mapping[str, Any]) -> GeneratorConfig:
+    """``config`` as a :class:`GeneratorConfig` (a mapping goes through ``GeneratorConfig.from_dict``).
+
+    Raises
+    ------
+    ValueError
+        From ``GeneratorConfig`` for bad fields, or here for what this pipeline cannot make:
+        a ``texture`` other than 'random', a ``second_phase_fraction`` above 0.
+    """
+    if not isinstance(config, GeneratorConfig):
+        config = GeneratorConfig.from_dict(config)
+    if config.texture != "random":
+        raise ValueError(f"dream3d backend: texture must be 'random' (the pipeline has a uniform ODF), "
+                         f"got {config.texture!r}; use the built-in generator for textured VEs")
+    if config.second_phase_fraction > 0:
+        raise ValueError(f"dream3d backend: second_phase_fraction must be 0 (single-phase pipeline), "
+                         f"got {config.second_phase_fraction!r}; use the built-in generator for two phases")
+    return config
+
+
+def _bin_step(value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if isinstance(value, bool) or not (math.isfinite(v) and v > 0):
+        raise ValueError(f"bin_step must be a finite number > 0 (length units), got {value!r}")
+    return v
 
 
 # --------------------------------------------------------------------------------------------------
 # StatsGenerator statistics
 # --------------------------------------------------------------------------------------------------
-
-def _positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
-    return v
-
-
-def _triple(name: str, value: Any, kind: type) -> tuple:
-    v = np.broadcast_to(np.asarray(value), (3,)) if np.ndim(value) == 0 else np.asarray(value)
-    if v.shape != (3,):
-        raise ValueError(f"{name} must be one number or three (x, y, z), got {value!r}")
-    out = tuple(_positive(f"{name}[{i}]", x) for i, x in enumerate(v))
-    if kind is int and not all(x.is_integer() for x in out):
-        raise ValueError(f"{name} must be whole numbers, got {value!r}")
-    return tuple(kind(x) for x in out)
-
 
 def esd_bins(mu: float, sigma: float, min_cutoff: float, max_cutoff: float,
              bin_step: float) -> tuple[np.ndarray, float, float]:
@@ -139,22 +147,24 @@ def _axis_odf_euler(axis_ratio: Sequence[float]) -> np.ndarray:
     return damask.Rotation.from_matrix(g).as_Euler_angles()
 
 
-def primary_stats(*, esd_mean: float, esd_sigma: float, esd_min_cutoff: float, esd_max_cutoff: float,
-                  bin_step: float, axis_ratio: Sequence[float], lattice: str) -> dict[str, Any]:
+def primary_stats(config: GeneratorConfig | Mapping[str, Any], *, bin_step: float = 0.5) -> dict[str, Any]:
     """StatsGenerator JSON for one primary phase (the ``StatsDataArray`` entry ``"1"``).
 
-    Size: log-normal ESD with ``mu = ln(esd_mean) - esd_sigma**2 / 2`` (so that ``esd_mean`` is the
-    mean ESD, as StatsGenerator shows it) and Sigma = ``esd_sigma``; cut-offs in sigmas.  Shape and
+    ``config`` gives ``esd_mean``, ``esd_sigma``, the cut-offs, ``axis_ratio`` and ``lattice``;
+    ``bin_step`` is the width of the ESD bins in length units.  Size: log-normal ESD with
+    ``mu = ln(esd_mean) - esd_sigma**2 / 2`` (so that ``esd_mean`` is the mean ESD, as StatsGenerator
+    shows it) and Sigma = ``esd_sigma``; cut-offs in sigmas.  Shape and
     neighbour distributions per size bin follow DREAM.3D's presets -- "Primary Equiaxed" when all
     three ``axis_ratio`` entries are equal, else "Primary Rolled" with A/B and A/C from the sorted
     ``axis_ratio`` and an axis ODF that aligns the long axis with the longest sample direction -- with
     each preset's random jitter replaced by the middle of its range, so the file is deterministic.
     The ODF and MDF are left empty: random (uniform) orientations.
     """
-    if lattice not in LATTICES:
-        raise ValueError(f"unknown lattice {lattice!r}, expected one of {', '.join(LATTICES)}")
-    mu = math.log(esd_mean) - esd_sigma**2 / 2.0
-    bins, min_esd, max_esd = esd_bins(mu, esd_sigma, esd_min_cutoff, esd_max_cutoff, bin_step)
+    cfg = check_supported(config)
+    bin_step = _bin_step(bin_step)
+    esd_sigma, axis_ratio = cfg.esd_sigma, cfg.axis_ratio
+    mu = math.log(cfg.esd_mean) - esd_sigma**2 / 2.0
+    bins, min_esd, max_esd = esd_bins(mu, esd_sigma, cfg.esd_min_cutoff, cfg.esd_max_cutoff, bin_step)
     n = bins.size
     a, b, c = sorted((float(r) for r in axis_ratio), reverse=True)
     if a == c:  # PrimaryEquiaxedPreset
@@ -175,7 +185,7 @@ def primary_stats(*, esd_mean: float, esd_sigma: float, esd_min_cutoff: float, e
         "Bin Count": n,
         "BinNumber": bins.tolist(),
         "BoundaryArea": 0,
-        "Crystal Symmetry": io.DREAM3D_CRYSTAL_STRUCTURES[lattice],
+        "Crystal Symmetry": io.DREAM3D_CRYSTAL_STRUCTURES[cfg.lattice],
         "FeatureSize Distribution": {"Average": mu, "Standard Deviation": esd_sigma},
         "FeatureSize Vs B Over A Distributions": b_over_a,
         "FeatureSize Vs C Over A Distributions": c_over_a,
@@ -203,21 +213,12 @@ def _filter(name: str, label: str, version: str = SYNTHETIC_FILTER_VERSION, **pa
             "Filter_Uuid": FILTER_UUIDS[name], **params}
 
 
-def pipeline(*, cells: Sequence[int], spacing: float | Sequence[float], esd_mean: float, esd_sigma: float,
-             esd_min_cutoff: float, esd_max_cutoff: float, axis_ratio: Sequence[float], lattice: str,
-             output_path: str | os.PathLike, rng_seed: int | None = None, bin_step: float = 0.5,
-             periodic: bool = True) -> dict[str, Any]:
+def pipeline(config: GeneratorConfig | Mapping[str, Any], *, output_path: str | os.PathLike,
+             rng_seed: int | None = None, bin_step: float = 0.5, periodic: bool = True) -> dict[str, Any]:
     """The DREAM.3D 6.5 pipeline as a JSON-ready dict; see :func:`write_pipeline_json`."""
-    cells = _triple("cells", cells, int)
-    spacing = _triple("spacing", spacing, float)
-    esd_mean = _positive("esd_mean", esd_mean)
-    esd_sigma = _positive("esd_sigma", esd_sigma, allow_zero=True)
-    esd_min_cutoff = _positive("esd_min_cutoff", esd_min_cutoff)
-    esd_max_cutoff = _positive("esd_max_cutoff", esd_max_cutoff)
-    bin_step = _positive("bin_step", bin_step)
-    axis_ratio = _triple("axis_ratio", axis_ratio, float)
-    if lattice not in LATTICES:
-        raise ValueError(f"unknown lattice {lattice!r}, expected one of {', '.join(LATTICES)}")
+    c = check_supported(config)
+    stats = primary_stats(c, bin_step=bin_step)
+    cells, spacing = c.cells, (c.spacing,) * 3
     if rng_seed is not None:
         log.info("DREAM.3D takes no seed: rng_seed=%s is recorded only, the output is not reproducible", rng_seed)
     ensemble = lambda da: _path(STATS_DC, ENSEMBLE_AM, da)
@@ -229,10 +230,7 @@ def pipeline(*, cells: Sequence[int], spacing: float | Sequence[float], esd_mean
         _filter("StatsGeneratorFilter", "StatsGenerator",
                 CellEnsembleAttributeMatrixName=ENSEMBLE_AM, CrystalStructuresArrayName="CrystalStructures",
                 PhaseNamesArrayName="PhaseName", PhaseTypesArrayName="PhaseTypes",
-                StatsDataArray={"1": primary_stats(esd_mean=esd_mean, esd_sigma=esd_sigma,
-                                                   esd_min_cutoff=esd_min_cutoff, esd_max_cutoff=esd_max_cutoff,
-                                                   bin_step=bin_step, axis_ratio=axis_ratio, lattice=lattice),
-                                "Name": "Statistics", "Phase Count": 2},
+                StatsDataArray={"1": stats, "Name": "Statistics", "Phase Count": 2},
                 StatsDataArrayName="Statistics", StatsGeneratorDataContainerName=STATS_DC),
         # "Resolution" is the 6.5 key; 6.6 renamed it "Spacing" -- each version ignores the other key
         _filter("InitializeSyntheticVolume", "Initialize Synthetic Volume",
@@ -279,29 +277,20 @@ def pipeline(*, cells: Sequence[int], spacing: float | Sequence[float], esd_mean
     return doc
 
 
-def write_pipeline_json(path: str | os.PathLike, *, cells: Sequence[int], spacing: float | Sequence[float],
-                        esd_mean: float, esd_sigma: float, esd_min_cutoff: float, esd_max_cutoff: float,
-                        axis_ratio: Sequence[float], lattice: str, output_path: str | os.PathLike,
-                        rng_seed: int | None = None, bin_step: float = 0.5) -> Path:
+def write_pipeline_json(path: str | os.PathLike, config: GeneratorConfig | Mapping[str, Any], *,
+                        output_path: str | os.PathLike, rng_seed: int | None = None, bin_step: float = 0.5) -> Path:
     """Write the DREAM.3D 6.5 pipeline (``PipelineRunner -p path``) for one synthetic polycrystal.
 
     Parameters
     ----------
     path : str or os.PathLike
         The JSON file to write.
-    cells : sequence of 3 int
-        Voxels along x, y, z.
-    spacing : float or sequence of 3 float
-        Voxel edge length in length units (DREAM.3D "Resolution"; seed 003: 0.25).
-    esd_mean, esd_sigma : float
-        Mean equivalent-sphere diameter in length units and the standard deviation of ln(ESD); the
-        log-normal's mu is ``ln(esd_mean) - esd_sigma**2 / 2``.
-    esd_min_cutoff, esd_max_cutoff : float
-        Cut-offs in sigmas: ESDs lie in ``[exp(mu - min sigma), exp(mu + max sigma)]``.
-    axis_ratio : sequence of 3 float
-        Relative grain extents along x, y, z; equal entries give equiaxed grains.
-    lattice : {'cF', 'cI', 'hP'}
-        Crystal structure of the phase (DREAM.3D: Cubic_High for both cubic lattices).
+    config : GeneratorConfig or mapping
+        The built-in generator's config (a mapping goes through ``GeneratorConfig.from_dict``):
+        ``cells``, ``spacing`` (DREAM.3D "Resolution"), ``esd_mean``/``esd_sigma`` (the log-normal's
+        mu is ``ln(esd_mean) - esd_sigma**2 / 2``), the cut-offs in sigmas, ``axis_ratio`` (equal
+        entries give equiaxed grains) and ``lattice`` (DREAM.3D: Cubic_High for both cubic lattices);
+        ``texture`` must be 'random' and ``second_phase_fraction`` 0.
     output_path : str or os.PathLike
         The .dream3d file the pipeline writes (stored as an absolute path).
     rng_seed : int, optional
@@ -316,9 +305,7 @@ def write_pipeline_json(path: str | os.PathLike, *, cells: Sequence[int], spacin
         The written JSON file.  Packing uses periodic boundaries; orientations are random (uniform ODF)
         and matched by MatchCrystallography.
     """
-    doc = pipeline(cells=cells, spacing=spacing, esd_mean=esd_mean, esd_sigma=esd_sigma,
-                   esd_min_cutoff=esd_min_cutoff, esd_max_cutoff=esd_max_cutoff, axis_ratio=axis_ratio,
-                   lattice=lattice, output_path=output_path, rng_seed=rng_seed, bin_step=bin_step)
+    doc = pipeline(config, output_path=output_path, rng_seed=rng_seed, bin_step=bin_step)
     target = Path(path).expanduser()
     target.write_text(json.dumps(doc, indent=4, sort_keys=True) + "\n")
     log.debug("wrote DREAM.3D pipeline %s", target)
@@ -375,64 +362,55 @@ def run_pipeline(json_path: str | os.PathLike, *, timeout_s: float) -> None:
         raise RuntimeError(f"PipelineRunner failed (exit {proc.returncode}) on {json_path}:\n{_tail(output)}")
 
 
-def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Config with defaults filled in and checked; unknown keys and unsupported options raise ``ValueError``."""
-    unknown = sorted(set(config) - set(CONFIG_DEFAULTS))
-    if unknown:
-        raise ValueError(f"dream3d config: unknown key(s) {unknown}; expected some of {sorted(CONFIG_DEFAULTS)}")
-    c = {**CONFIG_DEFAULTS, **config}
-    if c["texture"] != "random":
-        raise ValueError(f"dream3d config: texture must be 'random' (DREAM.3D backend), got {c['texture']!r}; "
-                         f"use the built-in generator for textured VEs")
-    if float(c["second_phase_fraction"]) != 0.0:
-        raise ValueError(f"dream3d config: second_phase_fraction must be 0 (single-phase pipeline), "
-                         f"got {c['second_phase_fraction']!r}")
-    if c["lattice"] not in LATTICES:
-        raise ValueError(f"dream3d config: unknown lattice {c['lattice']!r}, expected one of {', '.join(LATTICES)}")
-    c["cells"] = list(_triple("cells", c["cells"], int))
-    c["axis_ratio"] = list(_triple("axis_ratio", c["axis_ratio"], float))
-    c["spacing"] = list(_triple("spacing", c["spacing"], float)) if np.ndim(c["spacing"]) else \
-        _positive("spacing", c["spacing"])
-    return c
-
-
-def generate(config: Mapping[str, Any], rng_seed: int | None, workdir: str | os.PathLike, *,
-             timeout_s: float = 3600.0) -> VolumeElement:
+def generate(config: GeneratorConfig | Mapping[str, Any], rng_seed: int | None, workdir: str | os.PathLike, *,
+             timeout_s: float = 3600.0, bin_step: float = 0.5) -> VolumeElement:
     """One synthetic polycrystal from DREAM.3D: write the pipeline, run PipelineRunner, read the result.
 
     Parameters
     ----------
-    config : mapping
-        Keys of :data:`CONFIG_DEFAULTS` (the built-in generator's names): ``cells``, ``spacing``,
-        ``esd_mean``, ``esd_sigma``, ``esd_min_cutoff``, ``esd_max_cutoff``, ``axis_ratio``, ``lattice``,
-        ``bin_step``; ``texture`` must be 'random' and ``second_phase_fraction`` 0.
+    config : GeneratorConfig or mapping
+        The built-in generator's config; a mapping (e.g. ``{'cells': 64, 'morphology': 'small_grains'}``)
+        goes through ``GeneratorConfig.from_dict``.  ``texture`` must be 'random' and
+        ``second_phase_fraction`` 0; ``spread_deg`` and ``texture_sampling`` have no effect.
     rng_seed : int or None
         Recorded in ``attrs['seed']``; DREAM.3D cannot use it (see the module docstring).
     workdir : str or os.PathLike
         Directory for ``pipeline.json`` and ``synthetic.dream3d`` (created if missing).
     timeout_s : float, optional
         Wall-clock limit for PipelineRunner in seconds.
+    bin_step : float, optional
+        Width of StatsGenerator's ESD bins in length units (seed 003: 0.5).
 
     Returns
     -------
     ve : VolumeElement
-        Grains and orientations as DREAM.3D made them (no reduction to the fundamental zone), with
-        ``attrs = {'generator': 'dream3d.PipelineRunner', 'params': config, 'seed': rng_seed}``.
+        Grains as DREAM.3D made them, orientations reduced to the fundamental zone of the lattice (as
+        the built-in generator gives them), with ``attrs = {'generator': 'dream3d.PipelineRunner',
+        'params': config.to_dict() | {'bin_step': bin_step}, 'seed': rng_seed}``.
+
+    Raises
+    ------
+    ValueError
+        Bad or unsupported config, or bad ``bin_step`` (before anything is run or written).
+    FileNotFoundError
+        PipelineRunner is not installed.
+    RuntimeError
+        PipelineRunner failed, timed out or wrote no .dream3d file.
     """
-    c = normalize_config(config)
+    c = check_supported(config)
+    bin_step = _bin_step(bin_step)
     if find_pipeline_runner() is None:
         raise FileNotFoundError(NOT_FOUND)
     workdir = Path(workdir).expanduser()
     workdir.mkdir(parents=True, exist_ok=True)
     output = workdir / "synthetic.dream3d"
     output.unlink(missing_ok=True)  # a stale result must not pass for this run's
-    json_path = write_pipeline_json(workdir / "pipeline.json", cells=c["cells"], spacing=c["spacing"],
-                                    esd_mean=c["esd_mean"], esd_sigma=c["esd_sigma"],
-                                    esd_min_cutoff=c["esd_min_cutoff"], esd_max_cutoff=c["esd_max_cutoff"],
-                                    axis_ratio=c["axis_ratio"], lattice=c["lattice"], output_path=output,
-                                    rng_seed=rng_seed, bin_step=c["bin_step"])
+    json_path = write_pipeline_json(workdir / "pipeline.json", c, output_path=output, rng_seed=rng_seed,
+                                    bin_step=bin_step)
     run_pipeline(json_path, timeout_s=timeout_s)
     if not output.is_file():
         raise RuntimeError(f"PipelineRunner finished but wrote no {output} (see the log of its output)")
-    ve = io.load_dream3d(output, lattice=c["lattice"])
-    return dataclasses.replace(ve, attrs={"generator": GENERATOR_NAME, "params": c, "seed": rng_seed})
+    ve = io.load_dream3d(output, lattice=c.lattice)
+    return dataclasses.replace(ve, euler=reduce_to_fundamental_zone(ve.euler, c.lattice),
+                               attrs={"generator": GENERATOR_NAME, "params": c.to_dict() | {"bin_step": bin_step},
+                                      "seed": rng_seed})

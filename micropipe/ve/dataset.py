@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from micropipe import provenance, store
 from micropipe.ve import io
-from micropipe.ve.generator import GeneratorConfig, generate_many
+from micropipe.ve.generator import GeneratorConfig, generate_many, ve_seed
 from micropipe.ve.volume import VolumeElement
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "micropipe-ve-dataset"
+BACKENDS = ("builtin", "dream3d")
+"""VE generators: the built-in Laguerre generator, or DREAM.3D's PipelineRunner (the dream3d image)."""
 
 
 def shard_name(index: int) -> str:
@@ -45,22 +49,43 @@ def shard_ranges(n_ve: int, shard_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + shard_size, n_ve)) for s in range(0, n_ve, shard_size)]
 
 
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: unknown VE generator {backend!r}; expected one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def generate_ves(config: GeneratorConfig, seed: int, indices: Iterable[int],
+                 backend: str = "builtin") -> Iterator[tuple[int, VolumeElement]]:
+    """``(index, VE)`` for each index; VE ``i`` is made from ``ve_seed(seed, i)`` by ``backend``."""
+    if check_backend(backend) == "builtin":
+        yield from generate_many(config, seed, indices)
+        return
+    from micropipe.backends import dream3d
+
+    with tempfile.TemporaryDirectory(prefix="micropipe-dream3d-") as tmp:
+        for i in indices:
+            yield i, dream3d.generate(config, ve_seed(seed, i), Path(tmp) / ve_id(i))
+
+
 def write_shard(dataset_uri: str, shard_index: int, *, n_ve: int, shard_size: int,
-                generator: dict[str, Any], seed: int) -> str:
+                generator: dict[str, Any], seed: int, backend: str = "builtin") -> str:
     """Generate the VEs of one shard and write them to ``<dataset_uri>/shards/``; returns the shard URI.
 
     The shard appears only when complete (see :func:`micropipe.store.staged_output`).
     """
+    check_backend(backend)
     ranges = shard_ranges(n_ve, shard_size)
     if not 0 <= shard_index < len(ranges):
         raise ValueError(f"shard_index must lie in [0, {len(ranges) - 1}] for n_ve={n_ve}, "
                          f"shard_size={shard_size}; got {shard_index}")
     config = GeneratorConfig.from_dict(generator)
     start, stop = ranges[shard_index]
-    ves = {ve_id(i): ve for i, ve in generate_many(config, seed, range(start, stop))}
+    ves = {ve_id(i): ve for i, ve in generate_ves(config, seed, range(start, stop), backend)}
     record = provenance.record(seed=seed, step="ve.write_shard",
-                               params={"generator": config.to_dict(), "n_ve": n_ve, "shard_size": shard_size,
-                                       "shard_index": shard_index, "ve_range": [start, stop]})
+                               params={"generator": config.to_dict(), "backend": backend, "n_ve": n_ve,
+                                       "shard_size": shard_size, "shard_index": shard_index,
+                                       "ve_range": [start, stop]})
     uri = store.join(dataset_uri, shard_name(shard_index))
     with store.staged_output(uri) as path:
         io.write_shard(path, ves, provenance=record)
@@ -69,7 +94,7 @@ def write_shard(dataset_uri: str, shard_index: int, *, n_ve: int, shard_size: in
 
 
 def gather(dataset_uri: str, *, n_ve: int, shard_size: int, generator: dict[str, Any],
-           seed: int) -> dict[str, Any]:
+           seed: int, backend: str = "builtin") -> dict[str, Any]:
     """Check that every shard of the dataset is present and complete, then write its manifest.
 
     Raises
@@ -100,7 +125,7 @@ def gather(dataset_uri: str, *, n_ve: int, shard_size: int, generator: dict[str,
         "shards": shards,
         "provenance": provenance.record(seed=seed, step="ve.gather",
                                         params={"generator": GeneratorConfig.from_dict(generator).to_dict(),
-                                                "n_ve": n_ve, "shard_size": shard_size}),
+                                                "backend": backend, "n_ve": n_ve, "shard_size": shard_size}),
     }
     store.write_text(store.join(dataset_uri, MANIFEST), json.dumps(manifest, indent=1))
     log.info("gathered %d shards (%d VEs) into %s", len(shards), n_ve, dataset_uri)

@@ -45,8 +45,9 @@ def dataset_report(manifest: dict[str, Any], max_ves: int = 200) -> BuiltReport:
     config = GeneratorConfig.from_dict(prov["params"]["generator"])
     ves = [ve for _, ve in dataset.iter_ves(manifest, limit=max_ves)]
     log.info("measuring %d of %d VEs", len(ves), manifest["n_ve"])
-    summary = stats.summarize(ves, config)
-    per_grain = [stats.grain_statistics(ve) for ve in ves]
+    measured = [stats.measure(ve, config) for ve in ves]
+    summary = stats.summarize(ves, config, measured)
+    per_grain = [m["grains"] for m in measured]
 
     r = Report("VE dataset report",
                subtitle=f"{manifest['n_ve']} VEs of {'×'.join(map(str, config.cells))} voxels in "
@@ -63,7 +64,7 @@ def dataset_report(manifest: dict[str, Any], max_ves: int = 200) -> BuiltReport:
                                     "unwrapping) divided by the smallest of the three; dashed: target.")
     r.section("Pole figure").figure(_pole_figure(ves, config),
                                     "Stereographic projection (sample z up) of the poles of every grain.")
-    r.section("Misorientation").figure(_misorientation_figure(ves, config),
+    r.section("Misorientation").figure(_misorientation_figure(measured, config),
                                        "Left: disorientation across grain boundaries against random "
                                        "(Mackenzie) pairs. Right: misorientation of each grain to the ideal "
                                        "texture component (textured sets only).")
@@ -195,10 +196,10 @@ def _pole_figure(ves: list[VolumeElement], config: GeneratorConfig):
     return fig
 
 
-def _misorientation_figure(ves: list[VolumeElement], config: GeneratorConfig):
+def _misorientation_figure(measured: list[dict[str, Any]], config: GeneratorConfig):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    mdf = np.concatenate([stats.misorientation_distribution(ve) for ve in ves])
-    ref = stats.random_mdf_reference(config.lattice, n=20000, rng_seed=0)
+    mdf = np.concatenate([m["mdf"] for m in measured])
+    ref = stats.random_mdf_reference(config.lattice, n=stats.MACKENZIE_SAMPLES, rng_seed=0)
     bins = np.linspace(0, max(mdf.max(initial=0), ref.max()) + 1, 40)
     axes[0].hist(ref, bins=bins, density=True, histtype="step", color="k", label="random pairs")
     if mdf.size:
@@ -206,8 +207,7 @@ def _misorientation_figure(ves: list[VolumeElement], config: GeneratorConfig):
     axes[0].set_xlabel("disorientation angle (°)")
     axes[0].legend(fontsize=8)
     if config.texture != "random":
-        mis = np.concatenate([stats.texture_statistics(ve, config.texture, config.spread_deg)["misorientation_deg"]
-                              for ve in ves])
+        mis = np.concatenate([m["texture"]["misorientation_deg"] for m in measured])
         axes[1].hist(mis, bins=30, alpha=0.7)
         axes[1].axvline(3 * config.spread_deg, color="k", ls="--", label=f"3 × {config.spread_deg:g}°")
         axes[1].set_xlabel(f"misorientation to ideal {config.texture} (°)")

@@ -258,7 +258,27 @@ def _ratio(values: np.ndarray) -> list[float]:
     return [float(v) for v in values / values.min()]
 
 
-def summarize(ves: Sequence[VolumeElement], config: GeneratorConfig) -> dict[str, Any]:
+def measure(ve: VolumeElement, config: GeneratorConfig) -> dict[str, Any]:
+    """Everything measured on one VE, once: the input of :func:`summarize` and of report figures.
+
+    Returns
+    -------
+    measured : dict
+        ``grains`` (:func:`grain_statistics`), ``mdf`` (:func:`misorientation_distribution`),
+        ``intercept`` (:func:`mean_intercept_length`), ``texture`` (:func:`texture_statistics`,
+        textured configs only), ``phase1_fraction`` (two-phase configs only).
+    """
+    out: dict[str, Any] = {"n_grains": ve.N_grains, "grains": grain_statistics(ve),
+                           "mdf": misorientation_distribution(ve), "intercept": mean_intercept_length(ve)}
+    if config.texture != "random":
+        out["texture"] = texture_statistics(ve, config.texture, config.spread_deg)
+    if config.second_phase_fraction > 0:
+        out["phase1_fraction"] = float(np.mean(ve.phase_ids == 1)) if ve.phase_ids is not None else 0.0
+    return out
+
+
+def summarize(ves: Sequence[VolumeElement], config: GeneratorConfig,
+              measured: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Statistics of a set of VEs against the targets of the config that made them (JSON types).
 
     Grain-level quantities are pooled over all VEs. Keys: ``n_ve``; ``grains`` per VE (mean, min, max,
@@ -281,14 +301,16 @@ def summarize(ves: Sequence[VolumeElement], config: GeneratorConfig) -> dict[str
     """
     if len(ves) == 0:
         raise ValueError("summarize: expected at least one VE, got none")
-    grains = [grain_statistics(ve) for ve in ves]
-    n_grains = np.array([ve.N_grains for ve in ves])
+    if measured is None:
+        measured = [measure(ve, config) for ve in ves]
+    grains = [m["grains"] for m in measured]
+    n_grains = np.array([m["n_grains"] for m in measured])
     esd = np.concatenate([s["esd"] for s in grains])
     extent = np.concatenate([s["extent_std"] for s in grains])
     spans = np.concatenate([s["spans_box"] for s in grains]).any(axis=1)
     neighbours = np.concatenate([s["n_neighbours"] for s in grains])
-    mdf = np.concatenate([misorientation_distribution(ve) for ve in ves])
-    intercept = np.mean([mean_intercept_length(ve) for ve in ves], axis=0)
+    mdf = np.concatenate([m["mdf"] for m in measured])
+    intercept = np.mean([m["intercept"] for m in measured], axis=0)
     out: dict[str, Any] = {
         "n_ve": len(ves),
         "grains": {"mean": float(n_grains.mean()), "min": int(n_grains.min()), "max": int(n_grains.max()),
@@ -307,14 +329,13 @@ def summarize(ves: Sequence[VolumeElement], config: GeneratorConfig) -> dict[str
                     random_mdf_reference(config.lattice, MACKENZIE_SAMPLES, rng_seed=0).mean())},
     }
     if config.texture != "random":
-        tx = [texture_statistics(ve, config.texture, config.spread_deg) for ve in ves]
+        tx = [m["texture"] for m in measured]
         omega = np.concatenate([t["misorientation_deg"] for t in tx])
         out["texture"] = {"name": config.texture, "threshold_deg": 3.0 * config.spread_deg,
                           "fraction_within": float(np.mean(omega <= 3.0 * config.spread_deg)),
                           "min_fraction_within_per_ve": float(min(t["fraction_within"] for t in tx)),
                           "mean_misorientation_deg": float(omega.mean())}
     if config.second_phase_fraction > 0:
-        measured = [float(np.mean(ve.phase_ids == 1)) if ve.phase_ids is not None else 0.0 for ve in ves]
-        out["second_phase_fraction"] = {"measured_mean": float(np.mean(measured)),
+        out["second_phase_fraction"] = {"measured_mean": float(np.mean([m["phase1_fraction"] for m in measured])),
                                         "target": config.second_phase_fraction}
     return out
