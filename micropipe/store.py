@@ -438,7 +438,7 @@ def _stat_exists(client: Minio, loc: _Remote) -> bool:
 def _download(client: Minio, loc: _Remote, dest: Path) -> None:
     response = client.get_object(loc.bucket, loc.key)
     try:
-        with _atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
             for chunk in response.stream(_CHUNK):
                 fh.write(chunk)
     finally:
@@ -466,14 +466,22 @@ def _remote_listing(loc: _Remote) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- local helpers
 
 @contextlib.contextmanager
-def _atomic_path(dest: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``dest``; rename it onto ``dest`` on success, remove it on error."""
+def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside local file ``dest``; on success it is fsynced and renamed onto ``dest``,
+    on error removed, so ``dest`` is either absent, the old file, or complete.
+
+    The temporary name is hidden, marked (listings skip it) and keeps the suffix of ``dest``, so writers
+    that choose a format by suffix (VTK, numpy) work on it. Parent directories are created.
+    """
+    dest = Path(dest).expanduser()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}{_TMP_SUFFIX}"
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}{_TMP_SUFFIX}{dest.suffix}")
     # Not mkstemp: its 0600 would stick to the published file; 0o666 & ~umask is what open() gives.
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -492,7 +500,7 @@ def _local_listing(loc: _Local) -> list[tuple[str, str]]:
     out = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)
-        if path.is_file() and not any(part.endswith(_TMP_SUFFIX) for part in rel.parts):
+        if path.is_file() and not any(_TMP_SUFFIX in part for part in rel.parts):
             out.append((loc.uri(path), rel.as_posix()))
     return sorted(out, key=lambda item: item[1])
 
@@ -551,7 +559,7 @@ def put_file(local_path: str | os.PathLike[str], uri: str | os.PathLike[str]) ->
         log.debug("upload %s -> %s (%d bytes)", src, loc, size)
         _s3(loc, "upload to", lambda c: c.fput_object(loc.bucket, loc.key, str(src), part_size=_part_size(size)))
     else:
-        with _atomic_path(loc.path) as tmp:
+        with atomic_path(loc.path) as tmp:
             shutil.copyfile(src, tmp)
     return str(loc)
 
@@ -585,7 +593,7 @@ def get_file(uri: str | os.PathLike[str], local_path: str | os.PathLike[str]) ->
     else:
         if not loc.path.is_file():
             raise _local_missing(loc)
-        with _atomic_path(dest) as tmp:
+        with atomic_path(dest) as tmp:
             shutil.copyfile(loc.path, tmp)
     return dest
 
@@ -599,7 +607,7 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes) -> str:
         _s3(loc, "write", lambda c: c.put_object(loc.bucket, loc.key, io.BytesIO(data), len(data),
                                                  part_size=_part_size(len(data))))
     else:
-        with _atomic_path(loc.path) as tmp:
+        with atomic_path(loc.path) as tmp:
             tmp.write_bytes(data)
     return str(loc)
 

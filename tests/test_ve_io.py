@@ -226,9 +226,10 @@ def test_write_shard_rejects_bad_arguments(tmp_path):
         io.write_shard(tmp_path / "s.h5", {"a/b": make_ve("cubic")}, provenance={})
     with pytest.raises(ValueError, match="no volume elements"):
         io.write_shard(tmp_path / "s.h5", {}, provenance={})
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        io.write_shard(tmp_path / "missing" / "s.h5", {"ve_0": make_ve("cubic")}, provenance={})
     assert list(tmp_path.iterdir()) == []
+    # Like every store write, a shard creates its parent directories.
+    io.write_shard(tmp_path / "new" / "s.h5", {"ve_0": make_ve("cubic")}, provenance={})
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["s.h5"]
 
 
 # --------------------------------------------------------------------------------------------------

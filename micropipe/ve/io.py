@@ -20,12 +20,10 @@ CSV table      one row per grain: ``grain_id, phase, phi1, Phi, phi2`` (Bunge, r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
-import secrets
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -36,6 +34,7 @@ import numpy as np
 
 import micropipe
 from micropipe import provenance as _provenance
+from micropipe.store import atomic_path
 from micropipe.ve.volume import LATTICES, VolumeElement, validate
 
 if TYPE_CHECKING:
@@ -70,27 +69,6 @@ _TOL = 1e-9
 # --------------------------------------------------------------------------------------------------
 # shared helpers
 # --------------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _atomic_output(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it to ``path`` on success, delete it on failure.
-
-    The temporary name keeps the suffix (VTK and numpy append their own suffix otherwise) and starts
-    with a dot, so globbing for ``*.h5`` never picks up a file that is still being written.
-    """
-    path = Path(path).expanduser()
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: directory {path.parent} does not exist")
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}")
-    try:
-        yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    log.debug("wrote %s", path)
 
 
 def _existing_file(path: PathLike, what: str) -> Path:
@@ -262,7 +240,7 @@ def write_shard(path: PathLike, ves: Mapping[str, VolumeElement], *, provenance:
             raise TypeError(f"{path}: ves[{ve_id!r}] is {type(ves[ve_id]).__name__}, expected VolumeElement")
     prov_text = _provenance.dumps(provenance)
     target = Path(path).expanduser()
-    with _atomic_output(target) as tmp:
+    with atomic_path(target) as tmp:
         with _h5_create_file(tmp) as f:
             f.attrs["format"] = SHARD_FORMAT
             f.attrs["format_version"] = np.int64(SHARD_FORMAT_VERSION)
@@ -464,7 +442,7 @@ def save_dream3d(path: PathLike, ve: VolumeElement, *,
                                                "Number_Filters": 0, "Version": 6}})
 
     target = Path(path).expanduser()
-    with _atomic_output(target) as tmp:
+    with atomic_path(target) as tmp:
         with _h5_create_file(tmp) as f:
             _d3d_str_attr(f, "FileVersion", DREAM3D_FILE_VERSION)
             _d3d_str_attr(f, "DREAM3D Version", f"micropipe {micropipe.__version__}")
@@ -787,7 +765,7 @@ def save_tiff_stack(path: PathLike, labels: np.ndarray, *, spacing: np.ndarray |
     if spacing is not None:
         metadata["spacing"] = [float(s) for s in np.asarray(spacing).reshape(3)]
     target = Path(path).expanduser()
-    with _atomic_output(target) as tmp:
+    with atomic_path(target) as tmp:
         tifffile.imwrite(tmp, np.ascontiguousarray(np.swapaxes(labels, 0, 2)), compression="zlib",
                          metadata=metadata)
     return target
@@ -841,7 +819,7 @@ def save_grain_table(path: PathLike, euler: np.ndarray, phase: np.ndarray | None
     table = pd.DataFrame({"grain_id": np.arange(len(euler)), "phase": phase.astype(np.int64),
                           "phi1": euler[:, 0], "Phi": euler[:, 1], "phi2": euler[:, 2]})
     target = Path(path).expanduser()
-    with _atomic_output(target) as tmp:
+    with atomic_path(target) as tmp:
         with open(tmp, "w", newline="") as fh:
             if comment is not None:
                 fh.write(f"# {comment}\n")
@@ -927,7 +905,7 @@ def save_vti(path: PathLike, ve: VolumeElement) -> Path:
         v = v.set("phase_ids", ve.phase_ids.reshape(-1, order="F").astype(np.uint8))
     v.comments = [f"{META_TAG} {_meta(ve, grains=True)}"]
     target = Path(path).expanduser()
-    with _atomic_output(target) as tmp:
+    with atomic_path(target) as tmp:
         v.save(tmp, parallel=False, compress=True)
     return target
 
@@ -1009,7 +987,7 @@ def save_npz(path: PathLike, ve: VolumeElement) -> Path:
     if ve.phase_ids is not None:
         arrays["phase_ids"] = ve.phase_ids.astype(np.uint8)
     target = Path(path).expanduser()
-    with _atomic_output(target) as tmp:
+    with atomic_path(target) as tmp:
         np.savez_compressed(tmp, **arrays)
     return target
 
@@ -1056,7 +1034,7 @@ def save_npy(path: PathLike, ve: VolumeElement) -> Path:
                          f".npz, .h5, .vti or .dream3d")
     target = Path(path).expanduser()
     save_grain_table(grain_table_path(target), ve.euler, ve.phase, comment=f"{META_TAG} {_meta(ve)}")
-    with _atomic_output(target) as tmp:
+    with atomic_path(target) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, ve.grain_ids.astype(np.int32), allow_pickle=False)
     return target
