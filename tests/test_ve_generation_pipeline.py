@@ -65,7 +65,7 @@ def test_unknown_pipeline_lists_valid_ones(capsys):
 
 def test_unknown_preset_and_parameter_are_named(tmp_path, capsys):
     assert cli.main(["run", "ve_generation", "--preset", "huge", "--runs-dir", str(tmp_path)]) == 2
-    assert "valid presets: edge_cases, paper, small" in capsys.readouterr().err
+    assert "valid presets: edge_cases, paper, paper_validation, small" in capsys.readouterr().err
     assert cli.main(["run", "ve_generation", "--set", "n_vee=3", "--runs-dir", str(tmp_path)]) == 2
     assert "unknown parameter(s) n_vee" in capsys.readouterr().err
 

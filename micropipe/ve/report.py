@@ -60,8 +60,9 @@ def dataset_report(manifest: dict[str, Any], max_ves: int = 200) -> BuiltReport:
                                    "(truncated at the cut-offs).")
     r.figure(_grain_count_figure(ves, config), "Grains per VE; dashed: box volume / mean target grain volume.")
     r.section("Axis ratios").figure(_axis_figure(per_grain, config),
-                                    "Grain extent along x, y, z (square root of the second moment, periodic "
-                                    "unwrapping) divided by the smallest of the three; dashed: target.")
+                                    "Extent of each grain along x, y, z (square root of the second moment, "
+                                    "periodic unwrapping) over the geometric mean of its three extents; "
+                                    "grains that wrap around the box are left out. Dashed: target.")
     r.section("Pole figure").figure(_pole_figure(ves, config),
                                     "Stereographic projection (sample z up) of the poles of every grain.")
     r.section("Misorientation").figure(_misorientation_figure(measured, config),
@@ -153,14 +154,20 @@ def _grain_count_figure(ves: list[VolumeElement], config: GeneratorConfig):
 
 
 def _axis_figure(per_grain: list[dict[str, Any]], config: GeneratorConfig):
-    ratios = np.concatenate([g["axis_ratio"] for g in per_grain])
-    target = np.asarray(config.axis_ratio) / min(config.axis_ratio)
+    extent = np.concatenate([g["extent_std"] for g in per_grain])
+    whole = ~np.concatenate([g["spans_box"] for g in per_grain]).any(axis=1)
+    ratios = extent[whole] / np.exp(np.log(extent[whole]).mean(axis=1, keepdims=True))
+    target = np.asarray(config.axis_ratio) / np.prod(config.axis_ratio) ** (1 / 3)
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    bins = np.linspace(1, max(3.0, float(ratios.max())), 40)
+    if not len(ratios):
+        ax.text(0.5, 0.5, "every grain wraps around the box:\nno second-moment extents", ha="center",
+                va="center", transform=ax.transAxes)
+        return fig
+    bins = np.linspace(0, max(2.0, float(ratios.max())), 40)
     for i, (axis, color) in enumerate(zip("xyz", ("C0", "C1", "C2"), strict=True)):
         ax.hist(ratios[:, i], bins=bins, histtype="step", color=color, label=axis)
         ax.axvline(target[i], color=color, ls="--")
-    ax.set_xlabel("grain extent / smallest extent")
+    ax.set_xlabel("grain extent along axis / geometric mean of its three extents")
     ax.set_ylabel("grains")
     ax.legend(fontsize=8)
     return fig
