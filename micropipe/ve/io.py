@@ -35,7 +35,7 @@ import numpy as np
 import micropipe
 from micropipe import provenance as _provenance
 from micropipe.store import atomic_path
-from micropipe.ve.volume import LATTICES, VolumeElement, validate
+from micropipe.ve.volume import EULER_NORM, LATTICES, VolumeElement, check_euler_range, validate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -143,7 +143,7 @@ def _euler_float32(euler: np.ndarray) -> np.ndarray:
 
     float32(2 pi) and float32(pi) round up past the float64 bounds, and damask.Rotation refuses them.
     """
-    upper = np.array([2.0 * np.pi, np.pi, 2.0 * np.pi])
+    upper = EULER_NORM
     e32 = np.asarray(euler).astype(np.float32)
     below = np.nextafter(upper.astype(np.float32), np.float32(0.0))
     return np.where(e32.astype(np.float64) > upper, below, e32).astype(np.float32)
@@ -872,13 +872,7 @@ def load_grain_table(path: PathLike) -> pd.DataFrame:
     table = table.sort_values("grain_id", kind="stable").reset_index(drop=True)
     if not np.array_equal(table["grain_id"].to_numpy(), np.arange(len(table))):
         raise ValueError(f"{path}: column 'grain_id': expected each of 0..{len(table) - 1} exactly once")
-    e = table[["phi1", "Phi", "phi2"]].to_numpy(dtype=np.float64)
-    tol = 1e-6
-    if (e[:, [0, 2]].min() < -tol or e[:, [0, 2]].max() > 2 * np.pi + tol
-            or e[:, 1].min() < -tol or e[:, 1].max() > np.pi + tol):
-        raise ValueError(f"{path}: columns 'phi1', 'Phi', 'phi2': Euler angles out of range: expected radians "
-                         f"with phi1, phi2 in [0, 2pi] and Phi in [0, pi], got min {e.min(axis=0)} max "
-                         f"{e.max(axis=0)} (degrees? convert with numpy.radians)")
+    check_euler_range(table[["phi1", "Phi", "phi2"]].to_numpy(dtype=np.float64), str(path), "Euler angles")
     return table[list(GRAIN_TABLE_COLUMNS)]
 
 

@@ -83,11 +83,7 @@ def validate(ve: VolumeElement, source: str = "volume element") -> None:
         raise ValueError(f"{source}: euler must have shape (G, 3) with G >= 1, got {e.shape}")
     if not np.all(np.isfinite(e)):
         raise ValueError(f"{source}: euler contains NaN or inf")
-    tol = 1e-6
-    if (e[:, [0, 2]].min() < -tol or e[:, [0, 2]].max() > 2 * np.pi + tol
-            or e[:, 1].min() < -tol or e[:, 1].max() > np.pi + tol):
-        raise ValueError(f"{source}: euler out of range: expected radians with phi1, phi2 in [0, 2pi] and "
-                         f"Phi in [0, pi], got min {e.min(axis=0)} max {e.max(axis=0)}")
+    check_euler_range(e, source, "euler")
     if g.min() < 0 or g.max() >= e.shape[0]:
         raise ValueError(f"{source}: grain_ids must lie in [0, {e.shape[0] - 1}] (one euler row per grain), "
                          f"got [{g.min()}, {g.max()}]")
@@ -102,3 +98,12 @@ def validate(ve: VolumeElement, source: str = "volume element") -> None:
     if ve.phase_ids is not None and np.asarray(ve.phase_ids).shape != g.shape:
         raise ValueError(f"{source}: phase_ids must have the shape of grain_ids {g.shape}, "
                          f"got {np.asarray(ve.phase_ids).shape}")
+
+
+def check_euler_range(euler: np.ndarray, source: str, field: str, tol: float = 1e-6) -> None:
+    """Raise ``ValueError`` unless Bunge angles (G, 3) lie in [0, 2 pi] x [0, pi] x [0, 2 pi] radians (± tol)."""
+    e = np.asarray(euler, dtype=float)
+    if np.any(e < -tol) or np.any(e > EULER_NORM + tol):
+        raise ValueError(f"{source}: {field} out of range: expected radians with phi1, phi2 in [0, 2pi] and "
+                         f"Phi in [0, pi], got min {e.min(axis=0)} max {e.max(axis=0)} "
+                         f"(degrees? convert with numpy.radians)")
