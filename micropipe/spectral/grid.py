@@ -1,0 +1,175 @@
+"""Shared spectral core for periodic voxel grids: wave vectors, FFTs and the compatibility projection.
+
+Pure torch: every function runs unchanged on CPU and CUDA and batches over leading axes.  Fields are
+laid out *components first, space last*: a tensor field is (..., 3, 3, X, Y, Z), a Mandel field
+(..., 6, X, Y, Z); their real FFTs (``rfft``) are (..., X, Y, Z//2 + 1), complex.
+
+Discretization
+--------------
+Fourier (trigonometric) collocation as in Moulinec & Suquet (1998) and the Galerkin form of Zeman et al.
+(2010) / Vondřejc et al. (2014): the operators depend on the wave vector only through its direction
+``n = xi / |xi|``, with ``xi_i = k_i / L_i`` (``k_i`` integer, ``L_i`` the edge length).  On even grids
+the Nyquist index ``k_i = -N_i / 2`` stands for both ``+N_i / 2`` and ``-N_i / 2``, so ``n n`` is ambiguous
+at frequencies that mix a Nyquist component with a non-zero non-Nyquist one; there the operators are set to
+zero (as DAMASK and Moulinec-Suquet do).  Frequencies whose non-zero components are *all* at Nyquist, e.g.
+``(0, 0, N/2)``, are unambiguous (``n n`` is even in ``n``) and kept.  Keeping them makes laminates exact:
+fields that vary along one axis only are resolved without any Nyquist truncation.  Every projection here is
+real and even in ``n`` at every kept frequency, so it maps real fields to real fields and is an orthogonal
+projector for the Frobenius (Mandel) inner product summed over voxels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from micropipe.device import DTYPE
+
+SPATIAL = (-3, -2, -1)
+_SQRT2 = math.sqrt(2.0)
+
+
+def rfft(field: torch.Tensor) -> torch.Tensor:
+    """Real FFT over the last three (spatial) axes: (..., X, Y, Z) -> complex (..., X, Y, Z//2 + 1)."""
+    return torch.fft.rfftn(field, dim=SPATIAL)
+
+
+def irfft(field_hat: torch.Tensor, cells: Sequence[int]) -> torch.Tensor:
+    """Inverse of :func:`rfft`: complex (..., X, Y, Z//2 + 1) -> real (..., X, Y, Z); ``cells`` = (X, Y, Z)."""
+    return torch.fft.irfftn(field_hat, s=tuple(cells), dim=SPATIAL)
+
+
+def wave_vectors(cells: Sequence[int], size: Sequence[float] | None = None, *,
+                 device: torch.device | str | None = None, dtype: torch.dtype = DTYPE) -> torch.Tensor:
+    """Wave vectors of the rfft layout, ``xi_i = k_i / L_i``.
+
+    Parameters
+    ----------
+    cells : sequence of 3 int
+        Grid (X, Y, Z).
+    size : sequence of 3 float, optional
+        Edge lengths of the periodic box in any length unit; default ``cells`` (unit voxels).
+
+    Returns
+    -------
+    xi : torch.Tensor, shape (3, X, Y, Z//2 + 1)
+        Cycles per length unit; Nyquist components are negative (``-N/2``), as in ``torch.fft.fftfreq``.
+    """
+    cells = tuple(int(c) for c in cells)
+    if len(cells) != 3 or min(cells) < 1:
+        raise ValueError(f"invalid cells {cells}; expected 3 positive integers")
+    size = cells if size is None else tuple(float(s) for s in size)
+    if len(size) != 3 or min(size) <= 0:
+        raise ValueError(f"invalid size {size}; expected 3 positive lengths")
+    k = [torch.fft.fftfreq(n, d=1.0 / n, device=device, dtype=dtype) for n in cells[:2]]
+    k.append(torch.fft.rfftfreq(cells[2], d=1.0 / cells[2], device=device, dtype=dtype))
+    if cells[2] % 2 == 0:
+        k[2][-1] = -k[2][-1]  # rfftfreq gives +N/2; use the fftfreq sign so all axes agree
+    return torch.stack(torch.meshgrid(*(k_i / L for k_i, L in zip(k, size, strict=True)), indexing="ij"))
+
+
+def directions(cells: Sequence[int], size: Sequence[float] | None = None, *,
+               device: torch.device | str | None = None, dtype: torch.dtype = DTYPE) -> torch.Tensor:
+    """Unit wave directions ``n = xi / |xi|`` with the operators' zeros built in.
+
+    Returns
+    -------
+    n : torch.Tensor, shape (3, X, Y, Z//2 + 1)
+        Zero at ``xi = 0`` (the mean is prescribed, not projected) and at frequencies mixing Nyquist and
+        non-Nyquist components (see the module docstring).  Every operator here is quadratic in ``n``, so
+        ``n = 0`` makes it vanish there.
+    """
+    cells = tuple(int(c) for c in cells)
+    xi = wave_vectors(cells, size, device=device, dtype=dtype)
+    k = wave_vectors(cells, (1.0, 1.0, 1.0), device=device, dtype=dtype)  # integers, to find Nyquist ones
+    nyquist = torch.stack([(k[i] == -(cells[i] // 2)) & (cells[i] % 2 == 0) & (cells[i] > 1) for i in range(3)])
+    nonzero = k != 0
+    mixed = (nyquist.any(0)) & (nonzero & ~nyquist).any(0)
+    norm = torch.linalg.vector_norm(xi, dim=0)
+    n = xi / torch.where(norm > 0, norm, torch.ones_like(norm))
+    return torch.where(mixed, torch.zeros_like(n), n)
+
+
+def _nn(n: torch.Tensor) -> torch.Tensor:
+    return n[:, None] * n[None, :]
+
+
+def project_gradient(tau_hat: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Projection onto gradient (compatible, non-symmetric) fields: ``(G tau)_ij = (tau n)_i n_j``.
+
+    The finite-strain projection of de Geus et al. (2017), the operator of a Galerkin solve for the
+    deformation-gradient fluctuation.  ``tau_hat`` (..., 3, 3, X, Y, Z//2 + 1), complex; same shape out.
+    """
+    n = n.to(tau_hat.real.dtype)
+    return (tau_hat * n).sum(-4)[..., :, None, :, :, :] * n
+
+
+def project_symmetric(tau_hat: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Projection onto compatible symmetric (small-strain) fields, tensor form.
+
+    ``(P tau)_ij = n_i a_j + n_j a_i - (n . a) n_i n_j`` with ``a = tau n``: the Green operator of an
+    isotropic reference medium with ``lambda_0 = 0, mu_0 = 1/2`` (unit stiffness on symmetric tensors).
+    ``tau_hat`` (..., 3, 3, X, Y, Z//2 + 1), symmetric, complex; same shape out.
+    """
+    return green_isotropic(tau_hat, n, lam0=0.0, mu0=0.5)
+
+
+def green_isotropic(tau_hat: torch.Tensor, n: torch.Tensor, lam0: float, mu0: float) -> torch.Tensor:
+    """Green operator of an isotropic reference medium applied to a polarization field, tensor form.
+
+    ``(Gamma0 tau)_ij = (n_i a_j + n_j a_i) / (2 mu0) - (lam0 + mu0) / (mu0 (lam0 + 2 mu0)) (n . a) n_i n_j``,
+    ``a = tau n`` (Moulinec & Suquet 1998): the strain of the reference medium due to the eigenstress
+    ``-tau``.  Units: 1 / (unit of lam0, mu0).
+
+    Parameters
+    ----------
+    tau_hat : torch.Tensor, shape (..., 3, 3, X, Y, Z//2 + 1)
+        Fourier coefficients of a symmetric polarization (stress unit), complex.
+    n : torch.Tensor, shape (3, X, Y, Z//2 + 1)
+        From :func:`directions`.
+    """
+    n = n.to(tau_hat.real.dtype)
+    a = (tau_hat * n).sum(-4)  # tau n, (..., 3, X, Y, Z')
+    q = (a * n).sum(-4)
+    na = a[..., :, None, :, :, :] * n
+    c = (lam0 + mu0) / (mu0 * (lam0 + 2.0 * mu0))
+    return (na + na.transpose(-4, -5)) / (2.0 * mu0) - c * q[..., None, None, :, :, :] * _nn(n)
+
+
+def project_symmetric_mandel(tau_hat: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """:func:`project_symmetric` on Mandel fields: (..., 6, X, Y, Z//2 + 1) -> same shape, complex.
+
+    Written out per component: the elastic solvers apply it once per iteration and the tensor form
+    would move 9 instead of 6 components through memory.
+    """
+    t = tau_hat.unbind(-4)
+    n1, n2, n3 = n.to(tau_hat.real.dtype).unbind(0)
+    s = 1.0 / _SQRT2
+    a1 = t[0] * n1 + s * (t[5] * n2 + t[4] * n3)
+    a2 = t[1] * n2 + s * (t[5] * n1 + t[3] * n3)
+    a3 = t[2] * n3 + s * (t[4] * n1 + t[3] * n2)
+    q = a1 * n1 + a2 * n2 + a3 * n3
+    return torch.stack([
+        (2.0 * a1 - q * n1) * n1,
+        (2.0 * a2 - q * n2) * n2,
+        (2.0 * a3 - q * n3) * n3,
+        _SQRT2 * (n3 * a2 + n2 * a3 - q * n2 * n3),
+        _SQRT2 * (n3 * a1 + n1 * a3 - q * n1 * n3),
+        _SQRT2 * (n2 * a1 + n1 * a2 - q * n1 * n2),
+    ], dim=-4)
+
+
+def rfft_weights(cells: Sequence[int], *, device: torch.device | str | None = None,
+                 dtype: torch.dtype = DTYPE) -> torch.Tensor:
+    """Multiplicity of each rfft coefficient in the full spectrum, shape (Z//2 + 1,): 1 or 2.
+
+    ``sum(w |f_hat|^2) / N`` is the sum of ``f^2`` over the N voxels (Parseval for the half spectrum).
+    """
+    Z = int(cells[2])
+    w = torch.full((Z // 2 + 1,), 2.0, device=device, dtype=dtype)
+    w[0] = 1.0
+    if Z % 2 == 0:
+        w[-1] = 1.0
+    return w

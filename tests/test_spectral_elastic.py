@@ -1,0 +1,279 @@
+"""FFT elastic homogenization against closed forms, plus the projection's invariants and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from micropipe import cli
+from micropipe.device import pick_device
+from micropipe.spectral import elastic, grid, tensors
+
+ISO = tensors.isotropic_stiffness(E=[1.0, 10.0], nu=[0.3, 0.2])
+CUBIC = np.stack([ISO[0], tensors.cubic_stiffness(10.0, 6.0, 3.0)])
+
+
+def spheres(cells: int, n: int, radius: float, rng_seed: int) -> np.ndarray:
+    """Periodic volume with ``n`` overlapping spheres (phase 1, radius as a fraction of the box edge)."""
+    rng = np.random.default_rng(rng_seed)
+    x = (np.arange(cells) + 0.5) / cells
+    X = np.stack(np.meshgrid(x, x, x, indexing="ij"))
+    phases = np.zeros((cells,) * 3, np.uint8)
+    for c in rng.random((n, 3)):
+        d = X - c[:, None, None, None]
+        d -= np.round(d)
+        phases[(d ** 2).sum(0) < radius ** 2] = 1
+    return phases
+
+
+def C_bar(phases, C_phases, **kw):
+    return elastic.homogenize(elastic.StiffnessField.from_phases(phases, C_phases), **kw)
+
+
+# ------------------------------------------------------------------------------------------- tensors
+def test_notation_round_trips():
+    rng = np.random.default_rng(0)
+    A = rng.random((4, 6, 6))
+    assert np.allclose(tensors.voigt_from_mandel(tensors.mandel_from_voigt(A)), A)
+    T = rng.random((4, 3, 3))
+    T = T + np.swapaxes(T, -1, -2)
+    v = tensors.to_mandel(T)
+    assert np.allclose(tensors.from_mandel(v), T)
+    assert np.allclose((v * v).sum(-1), (T * T).sum((-1, -2)))  # orthonormal: eps:eps = eps_M . eps_M
+    assert torch.allclose(tensors.to_mandel(torch.as_tensor(T)), torch.as_tensor(v))
+
+
+def test_isotropic_constructors_agree():
+    E, nu = 210.0, 0.3
+    lam, mu = tensors.lame(E, nu)
+    assert np.allclose(tensors.isotropic_stiffness(E=E, nu=nu), tensors.isotropic_stiffness(lam=lam, mu=mu))
+    K, G = tensors.isotropic_part(tensors.isotropic_stiffness(E=E, nu=nu))
+    assert np.allclose((K, G), tensors.bulk_shear(E, nu))
+    S = np.linalg.inv(tensors.voigt_from_mandel(tensors.isotropic_stiffness(E=E, nu=nu)))  # Voigt compliance
+    assert math.isclose(1 / S[0, 0], E) and math.isclose(-S[0, 1] / S[0, 0], nu)
+
+
+@pytest.mark.parametrize("angle", [math.pi / 2, 2 * math.pi])
+def test_rotation_invariance(angle):
+    c, s = math.cos(angle), math.sin(angle)
+    R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+    for C in (ISO[0], CUBIC[1], tensors.hexagonal_stiffness(160, 90, 66, 181, 46)):
+        assert np.allclose(tensors.rotate_stiffness(C, R), C)
+    Q = tensors.rotation_mandel(np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0.0]]))
+    assert np.allclose(Q @ Q.T, np.eye(6))
+
+
+# ---------------------------------------------------------------------------------------------- grid
+@pytest.mark.parametrize("cells", [(4, 4, 4), (6, 8, 5), (8, 1, 6), (5, 7, 3)])
+def test_projection_is_a_real_orthogonal_projector(cells):
+    gen = torch.Generator().manual_seed(0)
+    n = grid.directions(cells)
+    x, y = (torch.randn(2, 3, 3, *cells, dtype=torch.float64, generator=gen) for _ in range(2))
+    x, y = x + x.transpose(1, 2), y + y.transpose(1, 2)
+    Px = grid.project_symmetric(grid.rfft(x), n)
+    assert torch.allclose(grid.project_symmetric(Px, n), Px, atol=1e-12)  # idempotent
+    px = grid.irfft(Px, cells)
+    py = grid.irfft(grid.project_symmetric(grid.rfft(y), n), cells)
+    assert torch.allclose(grid.rfft(px), Px, atol=1e-12)  # Hermitian: real fields stay real
+    assert math.isclose(float((px * y).sum()), float((x * py).sum()), rel_tol=1e-12)  # self-adjoint
+    assert float(px.mean((-3, -2, -1)).abs().max()) < 1e-13  # zero mean
+    mandel = tensors.to_mandel(x.movedim((1, 2), (-2, -1))).movedim(-1, 1)
+    want = tensors.to_mandel(px.movedim((1, 2), (-2, -1))).movedim(-1, 1)
+    got = grid.irfft(grid.project_symmetric_mandel(grid.rfft(mandel), n), cells)
+    assert torch.allclose(got, want, atol=1e-12)
+    G = grid.project_gradient(grid.rfft(x), n)
+    assert torch.allclose(grid.project_gradient(G, n), G, atol=1e-12)
+
+
+def test_projection_keeps_compatible_fields():
+    cells = (8, 6, 4)
+    gen = torch.Generator().manual_seed(1)
+    u_hat = grid.rfft(torch.randn(3, *cells, dtype=torch.float64, generator=gen))
+    xi = grid.wave_vectors(cells)
+    grad = u_hat[:, None] * xi[None, :] * 2j * math.pi  # exact gradient of the trigonometric interpolant
+    n = grid.directions(cells)
+    keep = (n != 0).any(0)  # the zeroed mixed-Nyquist frequencies carry no compatible field
+    eps = 0.5 * (grad + grad.transpose(0, 1)) * keep
+    assert torch.allclose(grid.project_symmetric(eps, n), eps, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------- closed forms
+@pytest.mark.parametrize("C", [ISO[1], CUBIC[1]], ids=["isotropic", "cubic"])
+def test_homogeneous_medium_is_exact(C):
+    h = C_bar(np.zeros((6, 5, 4), np.uint8), C[None])
+    assert np.allclose(h.C[0], C, rtol=1e-14, atol=0) and h.iterations.max() == 0
+    field = np.broadcast_to(C[:, :, None, None, None], (6, 6, 4, 4, 4))
+    h = elastic.homogenize(elastic.StiffnessField.from_field(field), fields=True)
+    assert np.allclose(h.C[0], C, rtol=1e-14, atol=0)
+    assert torch.allclose(h.strain.mean((-3, -2, -1))[0], torch.eye(6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("normal", [0, 1, 2])
+@pytest.mark.parametrize("cells, layers", [(16, 5), (9, 4), (8, 1)])
+@pytest.mark.parametrize("C_phases", [ISO, CUBIC, tensors.isotropic_stiffness(E=[1.0, 1e4], nu=[0.3, 0.3])],
+                         ids=["iso", "cubic", "contrast1e4"])
+def test_laminate(normal, cells, layers, C_phases):
+    phases = np.zeros((cells,) * 3, np.uint8)
+    phases[(slice(None),) * normal + (slice(0, layers),)] = 1
+    f = [1 - layers / cells, layers / cells]
+    h = C_bar(phases, C_phases)
+    exact = elastic.laminate_stiffness(C_phases, f, normal)
+    assert np.abs(h.C[0] - exact).max() <= 1e-6 * np.abs(exact).max()
+    if C_phases is ISO:  # shear moduli: in-plane Voigt average, out-of-plane Reuss average
+        two_mu = ISO[:, 3, 3]
+        in_plane = {0: 3, 1: 4, 2: 5}[normal]
+        out = [i for i in (3, 4, 5) if i != in_plane]
+        assert math.isclose(h.C[0, in_plane, in_plane], np.dot(f, two_mu), rel_tol=1e-6)
+        for i in out:
+            assert math.isclose(h.C[0, i, i], 1 / np.dot(f, 1 / two_mu), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("contrast", [10.0, 1e4, 1e-4])
+def test_random_spheres_symmetric_bounded(contrast):
+    phases = spheres(16, 8, 0.17, rng_seed=0)
+    E, nu = [1.0, contrast], [0.3, 0.25]
+    C_phases = tensors.isotropic_stiffness(E=E, nu=nu)
+    h = C_bar(phases, C_phases, tol=1e-8)
+    C = h.C[0]
+    assert (h.residual <= 1e-8).all()
+    assert np.abs(C - C.T).max() <= 1e-6 * np.abs(C).max()
+    C = 0.5 * (C + C.T)
+    assert np.linalg.eigvalsh(C).min() > 0
+    f = [1 - phases.mean(), phases.mean()]
+    voigt = np.einsum("p,pij->ij", f, C_phases)
+    reuss = np.linalg.inv(np.einsum("p,pij->ij", f, np.linalg.inv(C_phases)))
+    tol = 1e-8 * np.abs(C).max()
+    assert np.linalg.eigvalsh(voigt - C).min() >= -tol and np.linalg.eigvalsh(C - reuss).min() >= -tol
+    K, G = tensors.isotropic_part(C)
+    hs = elastic.hashin_shtrikman(E, nu, f)
+    assert hs["K"][0] < K < hs["K"][1] and hs["G"][0] < G < hs["G"][1]
+
+
+def test_grid_refinement_converges():
+    C_phases = tensors.isotropic_stiffness(E=[1.0, 10.0], nu=[0.3, 0.3])
+    results = []
+    for cells in (8, 16, 32):  # a cube inclusion of half the edge: the same geometry on every grid
+        phases = np.zeros((cells,) * 3, np.uint8)
+        phases[cells // 4:3 * cells // 4, cells // 4:3 * cells // 4, cells // 4:3 * cells // 4] = 1
+        results.append(C_bar(phases, C_phases).C[0])
+    d1, d2 = np.abs(results[1] - results[0]).max(), np.abs(results[2] - results[1]).max()
+    assert d2 < 0.6 * d1, (d1, d2)
+
+
+def test_batch_equals_single_volumes():
+    a, b = spheres(8, 4, 0.2, rng_seed=1), spheres(8, 4, 0.2, rng_seed=2)
+    both = C_bar(np.stack([a, b]), ISO)
+    assert np.allclose(both.C[0], C_bar(a, ISO).C[0], rtol=1e-12, atol=1e-12)
+    assert np.allclose(both.C[1], C_bar(b, ISO).C[0], rtol=1e-12, atol=1e-12)
+
+
+def test_fields_and_general_loads():
+    phases = spheres(8, 4, 0.25, rng_seed=3)
+    h = C_bar(phases, CUBIC, fields=True)
+    assert h.strain.shape == h.stress.shape == (1, 6, 6, 8, 8, 8)
+    E = np.array([[0.01, -0.002, 0.0, 0.003, 0.0, 0.001]])
+    sol = elastic.solve(elastic.StiffnessField.from_phases(phases, CUBIC), E)
+    assert np.allclose(sol.stress.mean((-3, -2, -1))[0, 0].numpy(), h.C[0] @ E[0], rtol=1e-7, atol=1e-12)
+    assert np.allclose(h.C_voigt(), tensors.voigt_from_mandel(h.C))
+
+
+def test_not_converged_is_an_error():
+    with pytest.raises(RuntimeError, match="max_iter=2"):
+        C_bar(spheres(8, 4, 0.2, rng_seed=1), ISO, max_iter=2)
+
+
+@pytest.mark.slow
+def test_random_spheres_32_contrast_1e4_hashin_shtrikman():
+    phases = spheres(32, 10, 0.15, rng_seed=4)
+    E, nu = [1.0, 1e4], [0.3, 0.3]
+    h = C_bar(phases, tensors.isotropic_stiffness(E=E, nu=nu))
+    K, G = tensors.isotropic_part(0.5 * (h.C[0] + h.C[0].T))
+    hs = elastic.hashin_shtrikman(E, nu, [1 - phases.mean(), phases.mean()])
+    assert hs["K"][0] < K < hs["K"][1] and hs["G"][0] < G < hs["G"][1]
+
+
+# ------------------------------------------------------------------------------------------ devices
+def test_pick_device():
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="invalid device 'tpu'"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pick_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_cuda_matches_cpu():
+    phases = np.stack([spheres(16, 6, 0.2, rng_seed=s) for s in range(3)])
+    cpu = C_bar(phases, CUBIC)
+    gpu = elastic.homogenize(elastic.StiffnessField.from_phases(phases, CUBIC, device="cuda"))
+    assert np.allclose(gpu.C, cpu.C, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("E, nu, match", [
+    ([1.0, -2.0], [0.3, 0.3], "field 'E': phase 1 has E=-2.0"),
+    ([1.0, 0.0], [0.3, 0.3], "field 'E': phase 1 has E=0.0"),
+    ([1.0, 2.0], [0.3, 0.5], "field 'nu': phase 1 has nu=0.5"),
+    ([1.0, 2.0], [-1.0, 0.3], "field 'nu': phase 0 has nu=-1.0"),
+    ([1.0, 2.0, 3.0], [0.3, 0.3, 0.3], "field 'E': got 3 value.*2 phase"),
+    ([1.0, 2.0], [0.3], "field 'nu': got 1 value"),
+])
+def test_bad_moduli(E, nu, match):
+    with pytest.raises(ValueError, match=match):
+        elastic.phase_stiffness(np.array([[[0, 1]]]), E, nu)
+
+
+def test_bad_volumes():
+    grey = np.random.default_rng(0).random((4, 4, 4))
+    with pytest.raises(ValueError, match="field 'phases': expected integer phase labels.*threshold"):
+        elastic.phase_labels(grey)
+    assert set(np.unique(elastic.phase_labels(grey, threshold=0.5))) == {0, 1}
+    with pytest.raises(ValueError, match=r"expected labels in \[0, 255\], got \[-1"):
+        elastic.phase_labels(np.full((2, 2, 2), -1))
+    with pytest.raises(ValueError, match="3D array"):
+        elastic.phase_labels(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="without gaps"):
+        elastic.phase_stiffness(np.array([[[0, 2]]]), [1, 2, 3], [0.3] * 3)
+
+
+# ------------------------------------------------------------------------------------ CLI, component
+def test_cli_homogenize(tmp_path, capsys):
+    phases = np.zeros((8, 8, 8), np.int32)
+    phases[:, :, :3] = 1
+    np.save(tmp_path / "lam.npy", phases)
+    assert cli.main(["homogenize", str(tmp_path / "lam.npy"), "--E", "1,10", "--nu", "0.3,0.2",
+                     "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    exact = tensors.voigt_from_mandel(elastic.laminate_stiffness(ISO, [5 / 8, 3 / 8], 2))
+    assert out["convention"] == "Voigt" and np.allclose(out["C"], exact, rtol=1e-6)
+    assert len(out["iterations"]) == 6 and max(out["residual"]) <= 1e-8
+    assert cli.main(["homogenize", str(tmp_path / "lam.npy"), "--E", "1,10", "--nu", "0.3,0.2"]) == 0
+    assert "Voigt" in capsys.readouterr().out
+    assert cli.main(["homogenize", str(tmp_path / "lam.npy"), "--E", "1", "--nu", "0.3,0.2"]) == 2
+    assert "field 'E': got 1 value" in capsys.readouterr().err
+
+
+def test_component(tmp_path):
+    from kfp import dsl
+
+    from components.homogenize import homogenize
+
+    phases = np.zeros((8, 8, 8), np.uint8)
+    phases[:4] = 1
+    np.save(tmp_path / "vol.npy", phases)
+    (tmp_path / "vol").write_bytes((tmp_path / "vol.npy").read_bytes())  # KFP artifact: no suffix
+    out = dsl.Artifact(uri=str(tmp_path / "C.json"))
+    metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
+    volume = dsl.Dataset(uri=str(tmp_path / "vol"))
+    for a in (out, metrics, volume):
+        a.path = a.uri  # local paths for python_func
+    got = homogenize.python_func(volume=volume, E=[1.0, 10.0], nu=[0.3, 0.2], stiffness=out, metrics=metrics,
+                                 device="cpu")
+    data = json.loads((tmp_path / "C.json").read_text())
+    exact = tensors.voigt_from_mandel(elastic.laminate_stiffness(ISO, [0.5, 0.5], 0))
+    assert np.allclose(data["C_voigt"], exact, rtol=1e-6) and got.iterations >= 1
