@@ -124,3 +124,15 @@ def test_presets_only_use_pipeline_parameters(name):
     for preset in _kfp.list_presets(name):
         _kfp.check_arguments(func, _kfp.load_preset(name, preset), f"{name}/{preset}")
     assert {"small", "paper"} <= set(_kfp.list_presets(name))
+
+
+def test_gan_pipeline_gpu_steps_from_profile(tmp_path):
+    path = _kfp.compile_pipeline("gan_homogenization", _kfp.Profile.load("gpu"), tmp_path)
+    spec, platform = parse_ir(path)
+    executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
+    gpu = {name for name, ex in executors.items() if "accelerator" in ex["container"].get("resources", {})}
+    assert gpu == {"exec-train-wgan", "exec-sample-wgan", "exec-homogenize-volumes",
+                   "exec-homogenize-volumes-2"}
+    for name in executors:
+        has_selector = "nodeSelector" in platform.get(name, {})
+        assert has_selector == (name in gpu), name

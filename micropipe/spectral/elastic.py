@@ -421,3 +421,36 @@ def hashin_shtrikman(E: Sequence[float], nu: Sequence[float], fractions: Sequenc
 
     (K_lo, G_lo), (K_hi, G_hi) = bound(lo, hi), bound(hi, lo)
     return {"K": (K_lo, K_hi), "G": (G_lo, G_hi)}
+
+
+def homogenize_stack(phases: Any, E: Sequence[float], nu: Sequence[float], *, batch_size: int = 8,
+                     tol: float = TOL, max_iter: int = MAX_ITER,
+                     device: torch.device | str | None = None) -> Homogenization:
+    """Effective stiffness of many two- or more-phase volumes, ``batch_size`` volumes per solve.
+
+    Parameters
+    ----------
+    phases : array_like of int, shape (B, X, Y, Z)
+        Phase labels 0..P-1; a volume need not hold every phase (a generated one may not).
+    E, nu : sequence of float, length P
+        Isotropic moduli of each phase, validated as in :func:`phase_stiffness`.
+
+    Returns
+    -------
+    Homogenization
+        ``C`` (B, 6, 6) Mandel, ``iterations`` and ``residual`` (B, 6), concatenated over the batches.
+    """
+    phases = np.asarray(phases)
+    if phases.ndim != 4 or phases.shape[0] < 1:
+        raise ValueError(f"phases: expected shape (B, X, Y, Z) with B >= 1, got {phases.shape}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    C_phases = phase_stiffness(np.arange(len(E)), E, nu)
+    if phases.min() < 0 or phases.max() >= len(E):
+        raise ValueError(f"phases: labels must lie in [0, {len(E) - 1}] (one E and nu per phase), "
+                         f"got [{phases.min()}, {phases.max()}]")
+    parts = [homogenize(StiffnessField.from_phases(phases[i:i + batch_size], C_phases, device=device),
+                        tol=tol, max_iter=max_iter) for i in range(0, len(phases), int(batch_size))]
+    return Homogenization(C=np.concatenate([p.C for p in parts]),
+                          iterations=np.concatenate([p.iterations for p in parts]),
+                          residual=np.concatenate([p.residual for p in parts]), tol=tol)
