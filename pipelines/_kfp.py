@@ -213,7 +213,9 @@ def run_local(pipeline: str, arguments: dict[str, Any], run_dir: Path) -> dict[s
     func = module.build(LOCAL)
     check_arguments(func, arguments, f"pipeline {pipeline}")
     # Components run as `python3 -m kfp...` subprocesses: make that python this interpreter's venv.
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    venv_bin, path = str(Path(sys.executable).parent), os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != venv_bin:  # not once more per run in a long-lived process
+        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{path}"
     _route_root_through_enhanced_orchestrator()
     # Local runs use this venv on purpose (use_venv=False, nothing pip-installed); the image named in
     # the components is for clusters, so kfp's "custom base image" warning does not apply here.
