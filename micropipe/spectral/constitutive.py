@@ -1,0 +1,461 @@
+"""DAMASK's phenopowerlaw crystal plasticity at finite strain, batched over material points in torch.
+
+The equations are those of ``refs/damask/phenopowerlaw.md`` (DAMASK 3.x):
+
+- ``F = F_e F_p``; ``S = C : E_e`` with ``E_e = (F_e^T F_e - I) / 2`` and the lattice-frame stiffness ``C``;
+  Mandel stress ``M = S``; resolved shear ``tau_a = S : P_a`` with lattice-frame Schmid tensors ``P_a``.
+- Slip ``gdot_a = gdot_0 |tau_a / xi_a|^n sign(tau_a)``; twins as unidirectional pseudo-slip
+  ``gdot_t = (1 - F_tw) gdot_0,tw (tau_t / xi_t)^n_tw`` for ``tau_t > 0`` (no reorientation);
+  ``L_p = sum gdot P``.
+- Hardening: ``xidot_a = h_0 (1 + c_1 F_tw^c_2) sgn(1 - xi_a/xi_sat,a) |1 - xi_a/xi_sat,a|^a_sl
+  sum_b H_ab |gdot_b| + sum_t H^sl-tw_at gdot_t`` with ``xi_sat = xi_inf + f_sat_sl-tw sqrt(F_tw)``, and the
+  twin resistance as in the reference; ``gamma`` accumulates ``|gdot|``; ``F_tw = sum_t gamma_t / s_t``.
+
+Work is done in the lattice frame, as DAMASK does: the plastic deformation starts as the orientation,
+``F_p(0) = O`` (the passive sample -> crystal matrix of the DAMASK quaternion), so ``F_e(0) = O^T`` maps
+lattice vectors to the sample frame and one stiffness and one set of Schmid tensors serve every grain.
+
+Time integration (DAMASK's): one backward-Euler step per (sub)increment,
+``F_p,new^-1 = F_p,old^-1 (I - dt L_p,new)``, with ``L_p`` and the resistances ``xi`` both at the end of the
+step.  The local equations are solved for the unknowns (S, xi) together by Newton's method with Armijo
+backtracking (analytic Jacobian, equilibrated linear solves), started from a stress whose deviatoric part
+is capped so that no system shears faster than ten times the local deformation rate (started far above the
+slip resistance, Newton's method on a power law with n = 20 creeps); points that still fail are re-solved
+through a continuation in the step (nearby steps supply starting points, the result is the same step).
+The stored ``F_p`` is rescaled to ``det = 1`` (as DAMASK does); the stress comes from the unscaled one.
+Known gap: for some orientations the local iteration still fails at the first yield of a cold start, and
+the global solver then cuts the increment back (tests/test_cp_solver.py marks this xfail).
+
+Shapes: V material points; tensors (V, 3, 3); fourth-order tangents (V, 3, 3, 3, 3); per-system (V, N) with
+the slip systems first and the twin systems after them.  Units: Pa, s, 1/s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from micropipe.crystal import lattice
+from micropipe.crystal.material import Phase
+from micropipe.crystal.numerics import Numerics
+from micropipe.device import DTYPE
+from micropipe.spectral.tensors import VOIGT_PAIRS
+
+CAP_FACTOR = 10.0
+"""No slip system may start the L_p iteration shearing faster than this times the deformation rate."""
+CONTINUATION_STAGES = (4, 16)
+"""Stages of the continuation fallback of a local step (see Phenopowerlaw._continuation)."""
+
+
+def _voigt_to_tensor4(C_V: np.ndarray) -> np.ndarray:
+    """Fourth-order stiffness C_ijkl (3, 3, 3, 3) from the Voigt matrix of tensor components (6, 6)."""
+    C = np.zeros((3, 3, 3, 3))
+    for I, (i, j) in enumerate(VOIGT_PAIRS):  # noqa: E741 - Voigt index
+        for J, (k, l) in enumerate(VOIGT_PAIRS):  # noqa: E741
+            for a, b in {(i, j), (j, i)}:
+                for c, d in {(k, l), (l, k)}:
+                    C[a, b, c, d] = C_V[I, J]
+    return C
+
+
+@dataclasses.dataclass
+class State:
+    """State of V material points.
+
+    Attributes
+    ----------
+    Fp_inv : torch.Tensor, shape (V, 3, 3)
+        Inverse plastic deformation gradient (lattice frame on the right), det 1.
+    xi : torch.Tensor, shape (V, N)
+        Slip and twin resistances, Pa.
+    gamma : torch.Tensor, shape (V, N)
+        Accumulated shear ``integral |gdot| dt`` per system.
+    Lp : torch.Tensor, shape (V, 3, 3)
+        Plastic velocity gradient of the last step, 1/s (the initial guess of the next one).
+    F : torch.Tensor, shape (V, 3, 3)
+        Deformation gradient (sample frame) the state belongs to.
+    """
+
+    Fp_inv: torch.Tensor
+    xi: torch.Tensor
+    gamma: torch.Tensor
+    Lp: torch.Tensor
+    F: torch.Tensor
+
+    def select(self, idx: torch.Tensor) -> State:
+        """The material points ``idx`` (a 1D index or boolean mask)."""
+        return State(*(t[idx] for t in dataclasses.astuple(self)))
+
+    def assign(self, idx: torch.Tensor, other: State) -> None:
+        """Overwrite the material points ``idx`` with ``other`` in place."""
+        for name in ("Fp_inv", "xi", "gamma", "Lp", "F"):
+            getattr(self, name)[idx] = getattr(other, name)
+
+    def clone(self) -> State:
+        return State(*(t.clone() for t in dataclasses.astuple(self)))
+
+
+@dataclasses.dataclass
+class Update:
+    """Result of :meth:`Phenopowerlaw.update` for V material points.
+
+    ``P`` (V, 3, 3) first Piola-Kirchhoff stress, Pa; ``K`` (V, 3, 3, 3, 3) consistent tangent dP/dF at
+    fixed state (None when not asked for), Pa; ``state`` the state at the end of the step; ``ok`` (V,) bool,
+    False where the local solve did not converge; ``iterations`` the largest number of L_p iterations.
+    """
+
+    P: torch.Tensor
+    K: torch.Tensor | None
+    state: State
+    ok: torch.Tensor
+    iterations: int
+
+
+class Phenopowerlaw:
+    """One phase of DAMASK's phenopowerlaw model, on one device.
+
+    Parameters
+    ----------
+    phase : Phase
+        From :func:`micropipe.crystal.material.load_material` / ``load_phase``.
+    numerics : Numerics, optional
+        Local tolerances and iteration limits.
+    device : torch.device, optional
+    """
+
+    def __init__(self, phase: Phase, numerics: Numerics | None = None, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype = DTYPE):
+        self.phase = phase
+        self.numerics = numerics or Numerics()
+        # |tau/xi|^n of barely stressed systems underflows into subnormal numbers, which make CPU arithmetic
+        # up to 100x slower; flushing them to zero changes no result (they are below 1e-308 of the flow).
+        torch.set_flush_denormal(True)
+        pl = phase.plastic
+
+        def t(a: np.ndarray | float) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(a, float), device=device, dtype=dtype)
+
+        self.device, self.dtype = device, dtype
+        self.C = t(_voigt_to_tensor4(phase.stiffness(notation="voigt")))
+        self.N_sl, self.N_tw = pl.sum_N_sl, pl.sum_N_tw
+        P = [phase.schmid_slip()] + ([phase.schmid_twin()] if self.N_tw else [])
+        self.schmid = t(np.concatenate(P))  # (N, 3, 3)
+        self.N = self.N_sl + self.N_tw
+        self.C9 = self.C.reshape(9, 9)
+        self.C9_inv = torch.linalg.pinv(self.C9)  # compliance on symmetric tensors
+        self.schmid9 = self.schmid.reshape(self.N, 9)
+        self.xi_0 = t(np.concatenate([pl.per_system("xi_0_sl")] + ([pl.per_system("xi_0_tw")] if self.N_tw else [])))
+        self.gdot_0 = t(np.concatenate([pl.per_system("dot_gamma_0_sl")]
+                                       + ([pl.per_system("dot_gamma_0_tw")] if self.N_tw else [])))
+        self.n = t(np.concatenate([pl.per_system("n_sl")] + ([pl.per_system("n_tw")] if self.N_tw else [])))
+        self.xi_inf = t(pl.per_system("xi_inf_sl"))
+        self.a = t(pl.per_system("a_sl"))
+        self.h_0_sl_sl = t(pl.per_system("h_0_sl_sl"))
+        self.H_sl_sl = t(pl.interaction(phase.lattice, "sl-sl"))
+        self.twin = torch.zeros(self.N, dtype=torch.bool, device=device)
+        self.twin[self.N_sl:] = True
+        if self.N_tw:
+            self.s_tw = t(lattice.characteristic_shear_twin(phase.lattice, pl.N_tw, phase.c_a))
+            self.h_0_tw_tw = t(pl.per_system("h_0_tw_tw"))
+            self.h_0_tw_sl = t(pl.per_system("h_0_tw_sl"))
+            self.H_tw_tw = t(pl.interaction(phase.lattice, "tw-tw"))
+            self.H_tw_sl = t(pl.interaction(phase.lattice, "tw-sl"))
+            self.H_sl_tw = t(pl.interaction(phase.lattice, "sl-tw"))
+            self.f_sat = t(pl.per_system("f_sat_sl_tw")) if pl.f_sat_sl_tw else torch.zeros_like(self.xi_inf)
+        self.c = (pl.c_1, pl.c_2, pl.c_3, pl.c_4)
+
+    # -- state ---------------------------------------------------------------------------------------------
+
+    def initial_state(self, O: torch.Tensor) -> State:
+        """State at t = 0 for orientation matrices ``O`` (V, 3, 3), passive sample -> crystal (``F_p = O``)."""
+        V = O.shape[0]
+        return State(Fp_inv=O.transpose(-1, -2).to(self.dtype).contiguous(),  # F_p(0) = O
+                     xi=self.xi_0.expand(V, -1).clone(),
+                     gamma=torch.zeros(V, self.N, device=O.device, dtype=self.dtype),
+                     Lp=torch.zeros(V, 3, 3, device=O.device, dtype=self.dtype),
+                     F=torch.eye(3, device=O.device, dtype=self.dtype).expand(V, 3, 3).clone())
+
+    # -- kinetics ------------------------------------------------------------------------------------------
+
+    def _F_tw(self, gamma: torch.Tensor) -> torch.Tensor:
+        if not self.N_tw:
+            return gamma.new_zeros(gamma.shape[0])
+        return (gamma[:, self.N_sl:] / self.s_tw).sum(-1)
+
+    def shear_rates(self, S: torch.Tensor, xi: torch.Tensor, F_tw: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shear rates (V, N), 1/s, and their derivatives d gdot / d tau (V, N), 1/(Pa s), for stress S (V, 3, 3)."""
+        tau = S.reshape(-1, 9) @ self.schmid9.T
+        ratio = tau / xi
+        r_abs = ratio.abs()
+        pw = r_abs ** (self.n - 1.0)
+        gdot = self.gdot_0 * pw * ratio
+        dgdot = self.gdot_0 * self.n * pw / xi
+        if self.N_tw:
+            factor = torch.where(self.twin & (tau > 0), 1.0 - F_tw[:, None], torch.zeros_like(tau))
+            factor = torch.where(self.twin, factor, torch.ones_like(tau))
+            gdot, dgdot = gdot * factor, dgdot * factor
+        return gdot, dgdot
+
+    def state_rate(self, xi: torch.Tensor, gamma: torch.Tensor, gdot: torch.Tensor, *, derivatives: bool = False):
+        """Rate of the slip and twin resistances (V, N), Pa/s.
+
+        With ``derivatives``, also ``d xidot / d xi`` at fixed shear rates (V, N), diagonal, 1/s, and
+        ``d xidot / d gdot`` (V, N, N), Pa (``gamma`` held fixed in both).
+        """
+        c_1, c_2, c_3, c_4 = self.c
+        sl, N_sl = slice(0, self.N_sl), self.N_sl
+        abs_sl = gdot[:, sl].abs()
+        if self.N_tw:
+            F_tw = self._F_tw(gamma).clamp_min(0.0)
+            xi_sat = self.xi_inf + self.f_sat * F_tw.sqrt()[:, None]
+            left = (1.0 + c_1 * F_tw[:, None] ** c_2)
+        else:
+            xi_sat = self.xi_inf
+            left = torch.ones_like(xi[:, :1])
+        x = 1.0 - xi[:, sl] / xi_sat
+        f = self.h_0_sl_sl * left * torch.sign(x) * x.abs() ** self.a
+        hsum = abs_sl @ self.H_sl_sl.T
+        rate_sl = f * hsum
+        if self.N_tw:
+            gdot_tw = gdot[:, N_sl:]
+            rate_sl = rate_sl + gdot_tw @ self.H_sl_tw.T
+            sum_gamma = gamma[:, sl].sum(-1, keepdim=True)
+            rate_tw = (self.h_0_tw_sl * sum_gamma ** c_3 * (abs_sl @ self.H_tw_sl.T)
+                       + self.h_0_tw_tw * F_tw[:, None] ** c_4 * (gdot_tw @ self.H_tw_tw.T))
+            rate = torch.cat([rate_sl, rate_tw], dim=-1)
+        else:
+            rate = rate_sl
+        if not derivatives:
+            return rate
+        V = xi.shape[0]
+        d_xi = torch.zeros_like(xi)
+        d_xi[:, sl] = -self.h_0_sl_sl * left * self.a * x.abs().clamp_min(1e-12) ** (self.a - 1.0) / xi_sat * hsum
+        M = xi.new_zeros(V, self.N, self.N)
+        sign_sl = torch.sign(gdot[:, sl])
+        M[:, sl, sl] = f[:, :, None] * self.H_sl_sl * sign_sl[:, None, :]
+        if self.N_tw:
+            M[:, sl, N_sl:] = self.H_sl_tw
+            M[:, N_sl:, sl] = (self.h_0_tw_sl * sum_gamma ** c_3)[:, :, None] * self.H_tw_sl * sign_sl[:, None, :]
+            M[:, N_sl:, N_sl:] = (self.h_0_tw_tw * F_tw[:, None] ** c_4)[:, :, None] * self.H_tw_tw
+        return rate, d_xi, M
+
+    # -- stress --------------------------------------------------------------------------------------------
+
+    def _stress(self, B: torch.Tensor, Lp: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Elastic deformation F_e = B (I - dt L_p) and S = C : E_e for B = F F_p,old^-1."""
+        eye = torch.eye(3, dtype=B.dtype, device=B.device)
+        Fe = B @ (eye - dt[:, None, None] * Lp)
+        E = 0.5 * (Fe.transpose(-1, -2) @ Fe - eye)
+        S = (E.reshape(-1, 9) @ self.C9.T).reshape(-1, 3, 3)
+        return Fe, S
+
+    def _lp_residual(self, B: torch.Tensor, Lp: torch.Tensor, dt: torch.Tensor, xi: torch.Tensor, F_tw: torch.Tensor):
+        Fe, S = self._stress(B, Lp, dt)
+        gdot, dgdot = self.shear_rates(S, xi, F_tw)
+        R = Lp - (gdot @ self.schmid9).reshape(-1, 3, 3)
+        return R, Fe, S, gdot, dgdot
+
+    def _dLp_dS(self, dgdot: torch.Tensor) -> torch.Tensor:
+        """d L_p / d S (V, 9, 9) = sum_a (d gdot_a / d tau_a) P_a (x) P_a."""
+        return (self.schmid9.T * dgdot[:, None, :]) @ self.schmid9
+
+    def _dS_dLp(self, B: torch.Tensor, Fe: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """d S / d L_p (V, 9, 9): ``-dt C_ijml (B^T F_e)_km``."""
+        G = B.transpose(-1, -2) @ Fe
+        return (-dt[:, None, None, None, None] * torch.einsum("ijml,vkm->vijkl", self.C, G)).reshape(-1, 9, 9)
+
+    def _residual(self, B: torch.Tensor, dt: torch.Tensor, old: State, S: torch.Tensor, xi: torch.Tensor,
+                  jacobian: bool):
+        """Residual of the step's equations in the unknowns (S, xi), and optionally its Jacobian.
+
+        ``R_S = S - C : E_e(B (I - dt L_p(S, xi)))`` (Pa) with ``L_p(S, xi) = sum gdot P``, and
+        ``R_xi = xi - xi_old - dt xidot(xi, gdot)`` (Pa); the accumulated shear ``gamma = gamma_old + dt |gdot|``
+        follows the iterate (twin volume fraction and slip sum enter with their values at the start of the step).
+        Returns (R (V, 9 + N), J (V, 9 + N, 9 + N) or None, L_p, gamma).
+        """
+        V, N = xi.shape
+        F_tw = self._F_tw(old.gamma)
+        gdot, dgdot = self.shear_rates(S, xi, F_tw)
+        gamma = old.gamma + dt[:, None] * gdot.abs()
+        Lp = (gdot @ self.schmid9).reshape(V, 3, 3)
+        Fe, S_e = self._stress(B, Lp, dt)
+        R_S = (S - S_e).reshape(V, 9)
+        if not jacobian:
+            xidot = self.state_rate(xi, gamma, gdot)
+            return torch.cat([R_S, xi - old.xi - dt[:, None] * xidot], -1), None, Lp, gamma
+        xidot, d_xi, M = self.state_rate(xi, gamma, gdot, derivatives=True)
+        R_xi = xi - old.xi - dt[:, None] * xidot
+        dS_dLp = self._dS_dLp(B, Fe, dt)
+        dgdot_dxi = -self.n * gdot / xi
+        J = xi.new_empty(V, 9 + N, 9 + N)
+        J[:, :9, :9] = torch.eye(9, dtype=xi.dtype, device=xi.device) - dS_dLp @ self._dLp_dS(dgdot)
+        J[:, :9, 9:] = -dS_dLp @ (self.schmid9.T * dgdot_dxi[:, None, :])
+        J[:, 9:, :9] = -dt[:, None, None] * (M @ (dgdot[:, :, None] * self.schmid9))
+        J[:, 9:, 9:] = (torch.eye(N, dtype=xi.dtype, device=xi.device)
+                        - dt[:, None, None] * (torch.diag_embed(d_xi) + M * dgdot_dxi[:, None, :]))
+        return torch.cat([R_S, R_xi], -1), J, Lp, gamma
+
+    def _cap_stress(self, S: torch.Tensor, xi: torch.Tensor, rate: torch.Tensor, limit: float = 1.0) -> torch.Tensor:
+        """S with its deviatoric part scaled down where some system would shear faster than CAP_FACTOR * rate.
+
+        With power-law exponents of 20 and more, Newton's method started at a stress far above the slip
+        resistance (a cold start at yield, a reloading, a jump of the global iterate) creeps down by about
+        ``tau / n`` per iteration; ``rate`` (V,) is the overall deformation rate |F - F_old| / dt, 1/s.
+        """
+        tau = S.reshape(-1, 9) @ self.schmid9.T
+        cap = (CAP_FACTOR * rate[:, None].clamp_min(1e-30) / self.gdot_0) ** (1.0 / self.n)
+        excess = (tau.abs() / (xi * cap)).amax(-1)
+        moved = torch.isfinite(excess) & (excess > limit)
+        eye = torch.eye(3, dtype=S.dtype, device=S.device)
+        hyd = (S.diagonal(dim1=-2, dim2=-1).sum(-1) / 3.0)[:, None, None] * eye
+        scaled = hyd + (S - hyd) / excess.clamp_min(1.0)[:, None, None]
+        return torch.where(moved[:, None, None], scaled, S)
+
+    def _solve_step(self, B: torch.Tensor, dt: torch.Tensor, old: State, Lp: torch.Tensor, xi: torch.Tensor,
+                    rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Newton's method with Armijo backtracking on the step's equations in (S, xi) together.
+
+        Starts from the stress of the given L_p, capped by :meth:`_cap_stress`.  The residual is weighted so
+        that both parts are relative (stress rows by the larger of the trial and the old stress, resistance
+        rows by the old resistances); merit function and convergence test are the 2-norm of the weighted
+        residual (at most ``eps_rel_state``).  The linear systems are solved equilibrated (unknowns in units of
+        their scales).  Returns L_p, xi, gamma, converged (V,) bool and the number of iterations.
+        """
+        num = self.numerics
+        V, N = xi.shape
+        _, S_trial = self._stress(B, torch.zeros_like(Lp), dt)
+        _, S = self._stress(B, Lp, dt)
+        S = self._cap_stress(S, xi, rate)
+        sig = torch.maximum(torch.linalg.matrix_norm(S_trial), torch.linalg.matrix_norm(S)).clamp_min(1.0)
+        w = torch.cat([(1.0 / sig)[:, None].expand(V, 9), 1.0 / torch.maximum(old.xi.abs(), sig[:, None])], -1)
+        y = torch.cat([S.reshape(V, 9), xi], -1)
+        R, J, Lp, gamma = self._residual(B, dt, old, S, xi, True)
+        phi = torch.linalg.vector_norm(w * R, dim=-1)
+        direction = torch.zeros_like(y)
+        alpha = torch.ones_like(dt)
+        fresh = torch.ones(V, dtype=torch.bool, device=y.device)
+        tol = num.eps_rel_state
+        done = torch.isfinite(phi) & (phi <= tol)
+        it = 0
+        for it in range(1, num.N_iter_Lp_max + 1):  # noqa: B007 - the count is returned
+            if bool(done.all()):
+                break
+            new_dir = fresh & ~done
+            if bool(new_dir.any()):
+                wn = w[new_dir]
+                Js = wn[:, :, None] * J[new_dir] / wn[:, None, :]
+                d, info = torch.linalg.solve_ex(Js, -(wn * R[new_dir])[:, :, None])
+                d = d.squeeze(-1) / wn
+                direction[new_dir] = torch.where((info == 0)[:, None] & torch.isfinite(d).all(-1)[:, None], d,
+                                                 torch.zeros_like(d))
+                alpha[new_dir] = 1.0
+            active = ~done
+            trial = torch.where(active[:, None], y + alpha[:, None] * direction, y)
+            positive = (trial[:, 9:] > 0).all(-1)
+            trial = torch.where(positive[:, None], trial, y)
+            R_t, J_t, Lp_t, gamma_t = self._residual(B, dt, old, trial[:, :9].reshape(V, 3, 3), trial[:, 9:], True)
+            phi_t = torch.linalg.vector_norm(w * R_t, dim=-1)
+            accept = active & positive & torch.isfinite(phi_t) & (phi_t <= (1.0 - 1e-4 * alpha) * phi)
+            y = torch.where(accept[:, None], trial, y)
+            R = torch.where(accept[:, None], R_t, R)
+            J = torch.where(accept[:, None, None], J_t, J)
+            Lp = torch.where(accept[:, None, None], Lp_t, Lp)
+            gamma = torch.where(accept[:, None], gamma_t, gamma)
+            phi = torch.where(accept, phi_t, phi)
+            alpha = torch.where(accept, alpha, 0.5 * alpha)
+            fresh = accept
+            done = done | (torch.isfinite(phi) & (phi <= tol)) | (active & ~accept & (alpha < 1e-10))
+        converged = torch.isfinite(phi) & (phi <= tol)
+        return Lp, y[:, 9:], gamma, converged, it
+
+    def _continuation(self, F, dt, old, Lp, xi, gamma, ok, rate):
+        """Fallback for points whose step did not converge: reach its solution through nearby problems.
+
+        Solves the steps to ``F(lam) = F_old + lam (F - F_old)`` over ``lam dt`` from the *old* state for
+        lam = 1/k, 2/k, ..., 1, each from the last one's solution; only lam = 1 is kept, so the result is the
+        one backward-Euler step asked for, the stages only supply starting points (k = 4, then 16).
+        """
+        bad = torch.nonzero(~ok).squeeze(-1)
+        total = 0
+        for stages in CONTINUATION_STAGES:
+            if bad.numel() == 0:
+                break
+            o = old.select(bad)
+            Lp_k, xi_k = o.Lp, o.xi
+            good = torch.ones(bad.numel(), dtype=torch.bool, device=F.device)
+            for k in range(1, stages + 1):
+                lam = k / stages
+                F_k = o.F + lam * (F[bad] - o.F)
+                Lp_k, xi_k, gamma_k, ok_k, its = self._solve_step(F_k @ o.Fp_inv, lam * dt[bad], o, Lp_k, xi_k,
+                                                                  rate[bad])
+                total += its
+                good &= ok_k
+            idx = bad[good]
+            Lp[idx], xi[idx], gamma[idx], ok[idx] = Lp_k[good], xi_k[good], gamma_k[good], True
+            bad = bad[~good]
+        return Lp, xi, gamma, ok, total
+
+    # -- the step ------------------------------------------------------------------------------------------
+
+    def update(self, F: torch.Tensor, old: State, dt: torch.Tensor, *, guess: State | None = None,
+               tangent: bool = True) -> Update:
+        """Stress, tangent and new state after a backward-Euler step to deformation gradient F.
+
+        Parameters
+        ----------
+        F : torch.Tensor, shape (V, 3, 3)
+            Deformation gradient at the end of the step.
+        old : State
+            State at the start of the step.
+        dt : torch.Tensor, shape (V,)
+            Step length per material point, s.
+        guess : State, optional
+            Initial guess of the new state and L_p (e.g. the last global iteration's); default ``old``.
+        tangent : bool
+            Also compute the consistent tangent dP/dF (at fixed state).
+        """
+        A = old.Fp_inv
+        B = F @ A
+        guess = guess or old
+        rate = torch.linalg.matrix_norm(F - old.F) / dt
+        Lp, xi, gamma, ok, iterations = self._solve_step(B, dt, old, guess.Lp, guess.xi, rate)
+        if not bool(ok.all()):
+            Lp, xi, gamma, ok, its = self._continuation(F, dt, old, Lp, xi, gamma, ok, rate)
+            iterations += its
+        F_tw = self._F_tw(gamma)
+        Fe, S = self._stress(B, Lp, dt)
+        eye = torch.eye(3, dtype=F.dtype, device=F.device)
+        Fpi = A @ (eye - dt[:, None, None] * Lp)
+        P = Fe @ S @ Fpi.transpose(-1, -2)
+        K = self._tangent(F, A, B, Fe, Fpi, S, Lp, dt, xi, F_tw) if tangent else None
+        det = torch.linalg.det(Fpi)
+        ok = ok & torch.isfinite(P).all((-1, -2)) & (det > 0)
+        Fpi_stored = Fpi / det.clamp_min(1e-300).pow(1.0 / 3.0)[:, None, None]
+        return Update(P=P, K=K, state=State(Fp_inv=Fpi_stored, xi=xi, gamma=gamma, Lp=Lp, F=F), ok=ok,
+                      iterations=iterations)
+
+    def _tangent(self, F, A, B, Fe, Fpi, S, Lp, dt, xi, F_tw) -> torch.Tensor:
+        """Consistent tangent dP/dF (V, 3, 3, 3, 3) at the converged L_p, state held fixed."""
+        V = F.shape[0]
+        _, dgdot = self.shear_rates(S, xi, F_tw)
+        D = self._dLp_dS(dgdot)
+        dS_dLp = self._dS_dLp(B, Fe, dt)
+        # d S / d F at fixed L_p: C_ijmn Fe_km Fpi_ln.
+        dS_dF = torch.einsum("ijmn,vkm,vln->vijkl", self.C, Fe, Fpi).reshape(V, 9, 9)
+        J = torch.eye(9, dtype=F.dtype, device=F.device) - D @ dS_dLp
+        dLp_dF = torch.linalg.solve_ex(J, D @ dS_dF)[0]
+        dS = (dS_dF + dS_dLp @ dLp_dF).reshape(V, 3, 3, 3, 3)
+        dFpi = (-dt[:, None, None, None, None]
+                * torch.einsum("vim,vmjkl->vijkl", A, dLp_dF.reshape(V, 3, 3, 3, 3)))
+        eye = torch.eye(3, dtype=F.dtype, device=F.device)
+        FpiSFpiT = Fpi @ S @ Fpi.transpose(-1, -2)
+        SFpiT = S @ Fpi.transpose(-1, -2)
+        FeS = Fe @ S
+        K = torch.einsum("ik,vlj->vijkl", eye, FpiSFpiT)
+        K = K + torch.einsum("via,vabkl,vbj->vijkl", F, dFpi, SFpiT)
+        K = K + torch.einsum("via,vabkl,vjb->vijkl", Fe, dS, Fpi)
+        K = K + torch.einsum("via,vjakl->vijkl", FeS, dFpi)
+        return K

@@ -1,0 +1,550 @@
+"""Built-in spectral crystal-plasticity solver: finite strain, DAMASK phenopowerlaw, mixed boundary conditions.
+
+What it solves
+--------------
+Quasi-static equilibrium ``div P = 0`` on a periodic grid of material points, each following
+:mod:`micropipe.spectral.constitutive` (``F = F_e F_p``, DAMASK's phenopowerlaw), under DAMASK_grid's mixed
+macroscopic boundary conditions: every component of the average deformation gradient is either prescribed
+(``dot_F``, ``F`` or ``L``) or free, with the matching component of the average first Piola-Kirchhoff stress
+prescribed (``P`` or ``dot_P``).  Finite strain throughout; no small-strain shortcut.
+
+How
+---
+Galerkin (Fourier) discretization of the deformation gradient, as in de Geus et al. (2017, CMAME 318:412):
+the unknown ``F`` lies in the space of compatible fields ``F = F_avg + grad u`` with the prescribed average
+components fixed.  Let ``Pi`` be the orthogonal projection onto the *variations* of that space -- the gradient
+projection of :func:`micropipe.spectral.grid.project_gradient` plus the average restricted to the free
+components.  Each increment is solved by Newton's method on ``Pi P(F) = Pi P*`` (``P*`` the prescribed
+average stress), with the linear systems ``Pi K Pi dF = -Pi (P - P*)`` (K = dP/dF, the consistent tangent)
+solved by conjugate gradients to a relative tolerance (inexact Newton).  Free average components are thus
+unknowns of the same Newton iteration, so the mixed boundary condition converges with equilibrium.
+
+Convergence of an increment (per volume element): the RMS over voxels of the non-compatible part of ``P``
+(the Galerkin residual, Pa) is below ``max(eps_rel_div |P_avg|, eps_abs_div)`` and every prescribed average
+stress component is met to ``max(eps_rel_P |P_avg|, eps_abs_P)`` (:class:`~micropipe.crystal.numerics.Numerics`).
+Increments that fail (a local solve does not converge, or equilibrium is not reached in ``N_iter_max``
+iterations) are cut back, halving the step up to ``N_cutback_max`` times as DAMASK does; a volume element that
+still fails is reported ``converged=False`` with the increment and residual, and the rest of the batch goes on.
+
+Batches of volume elements of the same shape are solved together (leading axis), on CPU or CUDA; increments
+are taken in lockstep, so a cutback in one volume element halves the step of its whole batch for the rest of
+that increment.
+
+Also here: the Taylor (iso-strain) and Sachs (iso-stress) estimates of the same model, which bound the
+polycrystal's response from above and below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import damask
+import numpy as np
+import torch
+
+from micropipe.crystal.loadcase import Loadcase, LoadStep
+from micropipe.crystal.material import Material, Phase
+from micropipe.crystal.numerics import Numerics
+from micropipe.device import DTYPE, pick_device
+from micropipe.spectral import grid
+from micropipe.spectral.constitutive import Phenopowerlaw, State
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class CPResult:
+    """Volume-averaged response of one volume element.
+
+    Arrays have one row per *output* increment, the undeformed state first (row 0, t = 0); when the run did
+    not converge they stop at the last converged output increment.
+
+    Attributes
+    ----------
+    converged : bool
+        True when every increment converged.
+    reason : str
+        Empty when converged; else why, e.g. ``"increment 3 (t = 1.5 s): equilibrium residual 2.1e-3 > 5e-6
+        after 4 cutbacks"``.
+    time : numpy.ndarray, shape (n,)
+        Time at the end of each output increment, s.
+    F : numpy.ndarray, shape (n, 3, 3)
+        Volume-averaged deformation gradient.
+    P : numpy.ndarray, shape (n, 3, 3)
+        Volume-averaged first Piola-Kirchhoff stress, Pa.
+    sigma : numpy.ndarray, shape (n, 3, 3)
+        Volume-averaged Cauchy stress, Pa (DAMASK's convention: the average of the local sigma over the
+        reference volume).
+    iterations : numpy.ndarray of int, shape (n - 1,)
+        Global iterations per output increment (summed over cutback sub-steps).
+    cutbacks : numpy.ndarray of int, shape (n - 1,)
+        Number of cutback levels used per output increment.
+    wall_time : float
+        Seconds for this VE (the batch's time divided by its size when solved batched).
+    backend : str
+        ``"builtin"`` or ``"damask_grid"``.
+    fields : dict of numpy.ndarray, optional
+        Local fields of the last converged increment: ``F``, ``P``, ``sigma`` (X, Y, Z, 3, 3), ``xi``,
+        ``gamma`` (X, Y, Z, N) for single-phase grids; only when asked for.
+    """
+
+    converged: bool
+    reason: str
+    time: np.ndarray
+    F: np.ndarray
+    P: np.ndarray
+    sigma: np.ndarray
+    iterations: np.ndarray
+    cutbacks: np.ndarray
+    wall_time: float
+    backend: str = "builtin"
+    fields: dict[str, np.ndarray] | None = None
+
+    @property
+    def strain(self) -> np.ndarray:
+        """Engineering strain ``F - I`` (volume average), shape (n, 3, 3); ``strain[:, 2, 2]`` is eps_zz."""
+        return self.F - np.eye(3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Load schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class _Increment:
+    step: LoadStep
+    index: int  # 1-based over the whole load case
+    t_start: float  # time at the start of the load step, s
+    t0: float  # start of the increment (relative to the load step), s
+    t1: float  # end of the increment (relative to the load step), s
+    output: bool
+
+
+def increments(loadcase: Loadcase) -> Iterator[_Increment]:
+    """The increments of a load case in order, with DAMASK's geometric progression ``r`` of their lengths."""
+    t_start, k = 0.0, 0
+    for step in loadcase.steps:
+        if step.r == 1.0:
+            bounds = np.linspace(0.0, step.t, step.N + 1)
+        else:
+            w = step.r ** np.arange(step.N)
+            bounds = np.concatenate([[0.0], np.cumsum(w) / w.sum() * step.t])
+        for i in range(step.N):
+            k += 1
+            yield _Increment(step, k, t_start, float(bounds[i]), float(bounds[i + 1]),
+                             output=(i + 1) % step.f_out == 0 or i + 1 == step.N)
+        t_start += step.t
+
+
+class _Targets:
+    """Average deformation and stress the boundary conditions prescribe during one load step (per VE)."""
+
+    def __init__(self, step: LoadStep, F_avg0: torch.Tensor, P_aim0: torch.Tensor):
+        self.step = step
+        dev, dt = F_avg0.device, F_avg0.dtype
+        self.mask_F = torch.as_tensor(step.deformation_mask, device=dev)
+        self.mask_P = ~self.mask_F
+        self.D = torch.as_tensor(np.nan_to_num(step.deformation), device=dev, dtype=dt)
+        self.S = torch.as_tensor(np.nan_to_num(step.stress), device=dev, dtype=dt)
+        self.F_avg0, self.P_aim0 = F_avg0, P_aim0
+
+    def F(self, t: float, F_avg_prev: torch.Tensor, dt: float) -> torch.Tensor:
+        """Average deformation gradient (b, 3, 3) at time t into the step; valid on the prescribed components."""
+        key = self.step.deformation_key
+        if key == "dot_F":
+            return self.F_avg0 + t * self.D
+        if key == "F":
+            return self.F_avg0 + t / self.step.t * (self.D - self.F_avg0)
+        return F_avg_prev + dt * self.D @ F_avg_prev  # L: dot_F = L F
+
+    def P(self, t: float) -> torch.Tensor:
+        """Prescribed average first Piola-Kirchhoff stress (b, 3, 3), Pa, on the free components."""
+        if self.step.stress_key == "dot_P":
+            return self.P_aim0 + t * self.S
+        return self.P_aim0 + t / self.step.t * (self.S - self.P_aim0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The spectral solver
+
+
+class _Grid:
+    """Batched fields on one grid: components first (b, 3, 3, X, Y, Z) for FFTs, voxels first for material points."""
+
+    def __init__(self, cells: Sequence[int], size: Sequence[float] | None, device: torch.device):
+        self.cells = tuple(int(c) for c in cells)
+        self.N = int(np.prod(self.cells))
+        self.n = grid.directions(self.cells, size, device=device)
+
+    def flat(self, field: torch.Tensor) -> torch.Tensor:
+        """(b, 3, 3, X, Y, Z) -> (b * X * Y * Z, 3, 3)."""
+        return field.permute(0, 3, 4, 5, 1, 2).reshape(-1, 3, 3)
+
+    def field(self, flat: torch.Tensor, b: int) -> torch.Tensor:
+        """(b * X * Y * Z, 3, 3) -> (b, 3, 3, X, Y, Z)."""
+        return flat.reshape(b, *self.cells, 3, 3).permute(0, 4, 5, 1, 2, 3)
+
+    def fluctuation(self, X: torch.Tensor) -> torch.Tensor:
+        """Compatible (gradient) part of a field without its average, ``G X``."""
+        return grid.irfft(grid.project_gradient(grid.rfft(X), self.n), self.cells)
+
+    def project(self, X: torch.Tensor, mask_P: torch.Tensor) -> torch.Tensor:
+        """``Pi X``: compatible fluctuation plus the average on the free (stress-prescribed) components."""
+        return self.fluctuation(X) + X.mean((-3, -2, -1), keepdim=True) * mask_P[:, :, None, None, None]
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum((1, 2, 3, 4, 5))
+
+
+def _rms(X: torch.Tensor) -> torch.Tensor:
+    return X.square().sum((1, 2)).mean((-3, -2, -1)).sqrt()
+
+
+class _Batch:
+    """State of a batch of volume elements of one grid: fields, per-phase material points, bookkeeping."""
+
+    def __init__(self, models: list[Phenopowerlaw], phase_of_voxel: torch.Tensor, O: torch.Tensor, b: int,
+                 g: _Grid):
+        self.models, self.g, self.b = models, g, b
+        self.voxels = [torch.nonzero(phase_of_voxel == p).squeeze(-1) for p in range(len(models))]
+        self.single = len(models) == 1
+        self.states = [m.initial_state(O[idx]) for m, idx in zip(models, self.voxels, strict=True)]
+        dev = O.device
+        eye = torch.eye(3, dtype=DTYPE, device=dev)
+        self.F = eye[None, :, :, None, None, None].expand(b, 3, 3, *g.cells).clone()
+        self.F_rate = torch.zeros_like(self.F)
+        self.P = torch.zeros_like(self.F)
+
+    def evaluate(self, F: torch.Tensor, dt: torch.Tensor, guesses: list[State] | None, tangent: bool = True):
+        """Material points at F: P field, K (b*V, 9, 9), trial states, ok per VE (b,)."""
+        Ff = self.g.flat(F)
+        Pf = torch.empty_like(Ff)
+        K = torch.empty(Ff.shape[0], 9, 9, dtype=Ff.dtype, device=Ff.device) if tangent else None
+        ok = torch.ones(Ff.shape[0], dtype=torch.bool, device=Ff.device)
+        states = []
+        for p, (m, idx) in enumerate(zip(self.models, self.voxels, strict=True)):
+            sel = slice(None) if self.single else idx
+            u = m.update(Ff[sel], self.states[p], dt.expand(idx.numel()), guess=None if guesses is None else guesses[p],
+                         tangent=tangent)
+            Pf[sel] = u.P
+            if tangent:
+                K[sel] = u.K.reshape(-1, 9, 9)
+            ok[sel] = u.ok
+            states.append(u.state)
+        return self.g.field(Pf, self.b), K, states, ok.reshape(self.b, -1).all(-1)
+
+    def keep(self, alive: torch.Tensor) -> None:
+        """Drop the volume elements where ``alive`` (b,) is False."""
+        V = self.g.N
+        ve_of = [idx // V for idx in self.voxels]
+        new_index = torch.cumsum(alive.long(), 0) - 1
+        for p in range(len(self.models)):
+            keep = alive[ve_of[p]]
+            self.states[p] = self.states[p].select(keep)
+            old = self.voxels[p][keep]
+            self.voxels[p] = new_index[old // V] * V + old % V
+        self.F, self.F_rate, self.P = self.F[alive], self.F_rate[alive], self.P[alive]
+        self.b = int(alive.sum())
+
+
+def _local_cauchy_mean(F: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """Average over voxels of the local Cauchy stress ``P F^T / det F``, (b, 3, 3) from fields (b, 3, 3, X, Y, Z)."""
+    Fv = F.flatten(3).permute(0, 3, 1, 2)
+    Pv = P.flatten(3).permute(0, 3, 1, 2)
+    sigma = Pv @ Fv.transpose(-1, -2) / torch.linalg.det(Fv)[..., None, None]
+    return sigma.mean(1)
+
+
+def _cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, tol: torch.Tensor, max_iter: int
+        ) -> tuple[torch.Tensor, int]:
+    """Conjugate gradients, batched over the leading axis; stops per VE when ``|r| <= tol`` (b,)."""
+    x = torch.zeros_like(rhs)
+    r = rhs.clone()
+    rr = _dot(r, r)
+    done = rr.sqrt() <= tol
+    p = r.clone()
+    it = 0
+    for it in range(1, max_iter + 1):
+        if bool(done.all()):
+            return x, it - 1
+        Ap = apply(p)
+        pAp = _dot(p, Ap)
+        safe = torch.where(pAp > 0, pAp, torch.ones_like(pAp))
+        alpha = torch.where(done | (pAp <= 0), torch.zeros_like(rr), rr / safe)
+        a = alpha[:, None, None, None, None, None]
+        x = x + a * p
+        r = r - a * Ap
+        rr_new = _dot(r, r)
+        done = done | (rr_new.sqrt() <= tol) | (pAp <= 0)
+        beta = torch.where(done, torch.zeros_like(rr), rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)))
+        p = r + beta[:, None, None, None, None, None] * p
+        rr = rr_new
+    return x, it
+
+
+CG_RTOL = 1e-2
+"""Relative tolerance of the linear solves of the inexact Newton iteration (forcing term)."""
+CG_MAX_ITER = 500
+
+
+def solve(material_ids: np.ndarray, material: Material, loadcase: Loadcase, *,
+          size: Sequence[float] | None = None, numerics: Numerics | None = None,
+          device: Any = None, fields: bool = False,
+          progress: Callable[[int, int], None] | None = None) -> list[CPResult]:
+    """Solve a batch of grids of material ids (DAMASK_grid's ``material`` field) with the built-in solver.
+
+    Parameters
+    ----------
+    material_ids : numpy.ndarray of int, shape (X, Y, Z) or (B, X, Y, Z)
+        0-based index into ``material.materials`` per voxel; a leading batch axis solves B volume
+        elements of the same shape together.
+    material : Material
+        Phases and material entries (orientation per entry) from material.yaml.  Each entry must have one
+        constituent (DAMASK's ``homogenization: {mechanical: {type: pass}}``).
+    loadcase : Loadcase
+        Boundary conditions and increments.
+    size : sequence of 3 float, optional
+        Box edge lengths (any unit; only ratios matter); default ``cells``.
+    numerics : Numerics, optional
+        Tolerances; default :class:`Numerics()`.
+    device : str or torch.device, optional
+        As :func:`micropipe.device.pick_device`.
+    fields : bool
+        Also return the local fields of the last increment.
+    progress : callable(done, total), optional
+        Called after every increment with the number of increments done and in total.
+
+    Returns
+    -------
+    list of CPResult, one per volume element.
+
+    Raises
+    ------
+    ValueError
+        Material ids without an entry in ``material``, or entries with more than one constituent.
+    """
+    ids = np.asarray(material_ids)
+    if ids.ndim == 3:
+        ids = ids[None]
+    if ids.ndim != 4 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"material ids: expected an integer array (X, Y, Z) or (B, X, Y, Z), got {ids.dtype} "
+                         f"{ids.shape}")
+    n_mat = len(material.materials)
+    if ids.min() < 0 or ids.max() >= n_mat:
+        missing = sorted(set(np.unique(ids).tolist()) - set(range(n_mat)))
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise ValueError(f"material ids {shown} in the grid have no entry in material.yaml, which defines "
+                         f"{n_mat} materials (ids 0 to {n_mat - 1})")
+    for i in np.unique(ids):
+        if len(material.materials[i].constituents) != 1:
+            raise ValueError(f"material.yaml: material entry {i} has {len(material.materials[i].constituents)} "
+                             "constituents; the built-in solver takes one per entry (homogenization type 'pass')")
+    names = list(material.phases)
+    entry_phase = np.array([names.index(m.constituents[0].phase) for m in material.materials])
+    O = damask.Rotation.from_quaternion(material.orientations()).as_matrix()
+    return _solve(entry_phase[ids], O[ids], [material.phases[n] for n in names], loadcase, size=size,
+                  numerics=numerics, device=device, fields=fields, progress=progress)
+
+
+def solve_orientations(phase: Phase, grain_ids: np.ndarray, O: np.ndarray, loadcase: Loadcase, **kwargs: Any
+                       ) -> list[CPResult]:
+    """Solve single-phase volume elements given as grain ids plus one orientation per grain.
+
+    Parameters
+    ----------
+    phase : Phase
+        The phase every voxel belongs to.
+    grain_ids : numpy.ndarray of int, shape (X, Y, Z) or (B, X, Y, Z)
+        0-based grain index per voxel.
+    O : numpy.ndarray, shape (G, 4) or (B, G, 4)
+        DAMASK unit quaternions per grain (G = the largest grain count; unused rows are ignored).
+    **kwargs
+        As :func:`solve`.
+    """
+    g = np.asarray(grain_ids)
+    q = np.asarray(O, float)
+    if g.ndim == 3:
+        g, q = g[None], q[None] if q.ndim == 2 else q
+    if q.ndim != 3 or q.shape[0] != g.shape[0] or q.shape[-1] != 4:
+        raise ValueError(f"orientations: expected quaternions (B, G, 4) for {g.shape[0]} grids, got {q.shape}")
+    if g.min() < 0 or g.max() >= q.shape[1]:
+        raise ValueError(f"grain ids: range {g.min()}..{g.max()} but only {q.shape[1]} orientations given")
+    R = damask.Rotation.from_quaternion(q).as_matrix()  # (B, G, 3, 3)
+    Ov = np.take_along_axis(R, g.reshape(g.shape[0], -1)[:, :, None, None], axis=1).reshape(*g.shape, 3, 3)
+    return _solve(np.zeros(g.shape, int), Ov, [phase], loadcase, **kwargs)
+
+
+def _solve(phase_ids: np.ndarray, O: np.ndarray, phases: list[Phase], loadcase: Loadcase, *,
+           size: Sequence[float] | None = None, numerics: Numerics | None = None, device: Any = None,
+           fields: bool = False, progress: Callable[[int, int], None] | None = None) -> list[CPResult]:
+    """phase_ids (B, X, Y, Z) int, O (B, X, Y, Z, 3, 3) orientation matrices (passive, sample -> crystal)."""
+    num = numerics or Numerics()
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    t_wall = time.perf_counter()
+    B, cells = phase_ids.shape[0], phase_ids.shape[1:]
+    g = _Grid(cells, size, dev)
+    models = [Phenopowerlaw(p, num, device=dev) for p in phases]
+    batch = _Batch(models, torch.as_tensor(phase_ids.reshape(-1), device=dev),
+                   torch.as_tensor(O.reshape(-1, 3, 3), device=dev, dtype=DTYPE), B, g)
+
+    eye = np.eye(3)
+    history = [{"time": [0.0], "F": [eye], "P": [np.zeros((3, 3))], "sigma": [np.zeros((3, 3))],
+                "iterations": [], "cutbacks": []} for _ in range(B)]
+    reasons = [""] * B
+    ve = torch.arange(B, device=dev)  # original index of every VE still in the batch
+    incs = list(increments(loadcase))
+    F_avg = torch.eye(3, dtype=DTYPE, device=dev).expand(B, 3, 3).clone()
+    P_aim = torch.zeros(B, 3, 3, dtype=DTYPE, device=dev)
+    targets = None
+    pending_it = torch.zeros(B, dtype=torch.long, device=dev)
+    pending_cut = torch.zeros(B, dtype=torch.long, device=dev)
+    for k, inc in enumerate(incs):
+        if batch.b == 0:
+            break
+        if targets is None or targets.step is not inc.step:
+            targets = _Targets(inc.step, F_avg.clone(), P_aim.clone())
+        t, level = inc.t0, 0
+        while t < inc.t1 - 1e-12 * inc.step.t and batch.b:
+            dt = min((inc.t1 - inc.t0) / 2 ** level, inc.t1 - t)
+            ok, its, why = _step(batch, targets, t, dt, num)
+            pending_it[ve] += its
+            if bool(ok.all()):
+                t += dt
+                pending_cut[ve] = torch.maximum(pending_cut[ve], torch.full_like(ve, level))
+                continue
+            if level < num.N_cutback_max:
+                level += 1
+                log.debug("increment %d: cutting back to level %d (%s)", inc.index, level, why[0])
+                continue
+            for i in torch.nonzero(~ok).squeeze(-1).tolist():
+                orig = int(ve[i])
+                reasons[orig] = (f"increment {inc.index} (t = {inc.t_start + inc.t1:.6g} s): {why[i]} "
+                                 f"after {num.N_cutback_max} cutbacks")
+                log.warning("volume element %d not converged: %s", orig, reasons[orig])
+            batch.keep(ok)
+            targets.F_avg0, targets.P_aim0 = targets.F_avg0[ok], targets.P_aim0[ok]
+            F_avg, P_aim, ve = F_avg[ok], P_aim[ok], ve[ok]
+        if batch.b == 0:
+            break
+        F_avg = batch.F.mean((-3, -2, -1))
+        P_mean = batch.P.mean((-3, -2, -1))
+        P_aim = torch.where(targets.mask_P, targets.P(inc.t1), P_mean)
+        if inc.output:
+            sigma = _local_cauchy_mean(batch.F, batch.P)
+            for i, orig in enumerate(ve.tolist()):
+                h = history[orig]
+                h["time"].append(inc.t_start + inc.t1)
+                h["F"].append(F_avg[i].cpu().numpy())
+                h["P"].append(P_mean[i].cpu().numpy())
+                h["sigma"].append(sigma[i].cpu().numpy())
+                h["iterations"].append(int(pending_it[orig]))
+                h["cutbacks"].append(int(pending_cut[orig]))
+            pending_it.zero_()
+            pending_cut.zero_()
+        if progress is not None:
+            progress(k + 1, len(incs))
+
+    wall = (time.perf_counter() - t_wall) / B
+    field_out: dict[int, dict[str, np.ndarray]] = {}
+    if fields and batch.b:
+        field_out = _fields(batch, ve)
+    results = []
+    for i, h in enumerate(history):
+        results.append(CPResult(converged=not reasons[i], reason=reasons[i], time=np.asarray(h["time"]),
+                                F=np.stack(h["F"]), P=np.stack(h["P"]), sigma=np.stack(h["sigma"]),
+                                iterations=np.asarray(h["iterations"], int), cutbacks=np.asarray(h["cutbacks"], int),
+                                wall_time=wall, fields=field_out.get(i)))
+    return results
+
+
+def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
+          ) -> tuple[torch.Tensor, int, list[str]]:
+    """One (sub)step from ``t`` to ``t + dt`` (s, into the load step) for the whole batch.
+
+    Commits the new fields and states when every VE converged.  Returns ``ok`` (b,) bool, the number of
+    global iterations, and a reason per VE (empty where it converged).
+    """
+    g, b = batch.g, batch.b
+    dev = batch.F.device
+    F_avg_old = batch.F.mean((-3, -2, -1))
+    F_target = targets.F(t + dt, F_avg_old, dt)
+    P_target = targets.P(t + dt)
+    mask_F = targets.mask_F[:, :, None, None, None]
+    # Predictor: the last step's rate, then the prescribed average components set exactly.
+    F = batch.F + dt * batch.F_rate
+    F = F + torch.where(mask_F, (F_target - F.mean((-3, -2, -1)))[..., None, None, None], torch.zeros_like(F))
+    dt_t = torch.tensor(dt, dtype=DTYPE, device=dev)
+    guesses = None
+    ok = torch.zeros(b, dtype=torch.bool, device=dev)
+    why = ["no iteration"] * b
+    it = 0
+    for it in range(1, num.N_iter_max + 1):
+        P, K, states, local_ok = batch.evaluate(F, dt_t, guesses)
+        if not bool(local_ok.all()):
+            why = ["local (material point) solve did not converge" if not bool(o) else "" for o in local_ok]
+            return local_ok & False, it, why
+        P_avg = P.mean((-3, -2, -1))
+        r_div = g.fluctuation(P)
+        bc = torch.where(targets.mask_P, P_avg - P_target, torch.zeros_like(P_avg))
+        err_div = _rms(r_div)
+        err_bc = bc.abs().amax((-1, -2))
+        norm_P = torch.linalg.matrix_norm(P_avg)
+        tol_div = torch.clamp(num.eps_rel_div * norm_P, min=num.eps_abs_div)
+        tol_bc = torch.clamp(num.eps_rel_P * norm_P, min=num.eps_abs_P)
+        ok = (err_div <= tol_div) & (err_bc <= tol_bc)
+        why = [f"equilibrium residual {float(e):.3g} Pa (tolerance {float(tl):.3g}), stress BC error "
+               f"{float(c):.3g} Pa (tolerance {float(tb):.3g})"
+               for e, tl, c, tb in zip(err_div, tol_div, err_bc, tol_bc, strict=True)]
+        if bool(ok.all()) and it >= num.N_iter_min:
+            break
+        if not bool(torch.isfinite(err_div).all()):
+            return torch.zeros_like(ok), it, ["non-finite stress"] * b
+        rhs = -(r_div + bc[..., None, None, None] * torch.ones_like(P))
+        rhs = torch.where(ok[:, None, None, None, None, None], torch.zeros_like(rhs), rhs)
+        def apply(x: torch.Tensor, K: torch.Tensor = K) -> torch.Tensor:
+            Kx = torch.bmm(K, g.flat(x).reshape(-1, 9, 1)).reshape(-1, 3, 3)
+            return g.project(g.field(Kx, b), targets.mask_P)
+
+        # Scale tolerances: |rhs| as a sum over voxels; stop when reduced by CG_RTOL or well below the Newton tol.
+        rhs_norm = _dot(rhs, rhs).sqrt()
+        cg_tol = torch.clamp(CG_RTOL * rhs_norm, min=0.1 * tol_div * math.sqrt(g.N))
+        dF, n_cg = _cg(apply, rhs, cg_tol, CG_MAX_ITER)
+        log.debug("  iteration %d: residual %.3g Pa, BC %.3g Pa, %d CG iterations", it, float(err_div.max()),
+                  float(err_bc.max()), n_cg)
+        F = F + dF
+        guesses = states
+    else:
+        if bool(ok.all()):
+            pass
+        else:
+            why = [w if not bool(o) else "" for w, o in zip(why, ok, strict=True)]
+            return ok, it, [f"not in equilibrium after {num.N_iter_max} iterations: {w}" if w else "" for w in why]
+    # Commit.
+    batch.F_rate = (F - batch.F) / dt
+    batch.F, batch.P = F, P
+    batch.states = states
+    return ok, it, ["" for _ in range(b)]
+
+
+def _fields(batch: _Batch, ve: torch.Tensor) -> dict[int, dict[str, np.ndarray]]:
+    """Local fields of the last increment per original VE index: F, P, sigma (X, Y, Z, 3, 3), xi, gamma."""
+    out = {}
+    Fv = batch.F.permute(0, 3, 4, 5, 1, 2)
+    Pv = batch.P.permute(0, 3, 4, 5, 1, 2)
+    sigma = Pv @ Fv.transpose(-1, -2) / torch.linalg.det(Fv)[..., None, None]
+    cells = batch.g.cells
+    for i, orig in enumerate(ve.tolist()):
+        d = {"F": Fv[i].cpu().numpy(), "P": Pv[i].cpu().numpy(), "sigma": sigma[i].cpu().numpy()}
+        if batch.single:
+            s = batch.states[0]
+            V = batch.g.N
+            d["xi"] = s.xi[i * V:(i + 1) * V].reshape(*cells, -1).cpu().numpy()
+            d["gamma"] = s.gamma[i * V:(i + 1) * V].reshape(*cells, -1).cpu().numpy()
+        out[orig] = d
+    return out
