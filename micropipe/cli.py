@@ -107,6 +107,23 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--mandel", action="store_true", help="print Mandel instead of Voigt notation")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_homogenize)
+
+    s = sub.add_parser("cp", help="crystal plasticity of one grid from DAMASK_grid's own input files")
+    s.add_argument("--geom", required=True, help="DAMASK geometry (.vti, cell data 'material': 0-based ids)")
+    s.add_argument("--material", required=True, help="DAMASK material.yaml")
+    s.add_argument("--load", required=True, help="DAMASK_grid load case (load.yaml)")
+    s.add_argument("--numerics", default=None, help="DAMASK numerics.yaml (default: DAMASK's defaults)")
+    s.add_argument("--backend", default="builtin", choices=["builtin", "damask"],
+                   help="built-in spectral solver (default) or DAMASK_grid (needs the binary on PATH)")
+    s.add_argument("--device", default=None, choices=["cpu", "cuda"],
+                   help="built-in solver only; default: cuda if available")
+    s.add_argument("--nprocs", type=int, default=None, help="DAMASK_grid only: MPI processes (default: all cores)")
+    s.add_argument("--json", action="store_true", help="machine-readable output (stress in Pa)")
+    s.add_argument("--out", default=None, metavar="RESULT.parquet",
+                   help="also write the result as a one-row CP results Parquet file (local path or s3://)")
+    s.add_argument("--fields", default=None, metavar="OUT.vti",
+                   help="built-in solver only: write the local fields of the last converged increment")
+    s.set_defaults(func=cmd_cp)
     return p
 
 
@@ -328,3 +345,128 @@ def cmd_homogenize(args: argparse.Namespace) -> int:
     print(f"CG iterations per load case {result.iterations[0].tolist()}, max residual "
           f"{result.residual.max():.2g} (tol {args.tol:g}), device {device}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------- cp
+def _load_geom(path: str) -> Any:
+    import damask
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{path}: geometry file not found")
+    if p.suffix != ".vti":
+        raise ValueError(f"{path}: expected a DAMASK geometry file (.vti), got suffix {p.suffix!r}")
+    try:
+        return damask.GeomGrid.load(p)
+    except Exception as e:  # VTK readers raise a variety of errors for bad files
+        raise ValueError(f"{path}: not a readable DAMASK geometry: expected VTK image data with cell data "
+                         f"'material' ({type(e).__name__}: {e})") from None
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from micropipe import cp_runs, provenance
+    from micropipe.crystal.loadcase import load_loadcase
+    from micropipe.crystal.material import load_material
+
+    if args.backend == "damask" and (args.device or args.fields):
+        raise ValueError(f"--{'device' if args.device else 'fields'} applies to the builtin backend only")
+    if args.fields and Path(args.fields).suffix != ".vti":
+        raise ValueError(f"--fields {args.fields}: expected a .vti file name")
+    if args.out and not args.out.endswith(".parquet"):
+        raise ValueError(f"--out {args.out}: expected a .parquet file name")
+    if args.nprocs is not None and args.nprocs < 1:
+        raise ValueError(f"--nprocs must be a positive integer, got {args.nprocs}")
+    if args.backend == "builtin":
+        from micropipe.device import pick_device
+
+        device = pick_device(args.device)  # before anything is read: fail fast on a missing GPU
+    else:
+        from micropipe.backends import damask_grid
+
+        if damask_grid.find_binary() is None:
+            raise damask_grid.BackendUnavailable(damask_grid.NOT_FOUND)
+    geom = _load_geom(args.geom)
+    material = load_material(args.material)
+    loadcase = load_loadcase(args.load)
+    numerics = None
+    if args.numerics:
+        from micropipe.crystal.numerics import load_numerics
+
+        numerics = load_numerics(args.numerics)
+    ids = np.asarray(geom.material)
+    if ids.size and (ids.min() < 0 or ids.max() >= len(material.materials)):
+        raise ValueError(f"{args.geom}: field 'material' holds ids {int(ids.min())}..{int(ids.max())}, but "
+                         f"{args.material} defines {len(material.materials)} material entries (ids 0.."
+                         f"{len(material.materials) - 1})")
+
+    def progress(done: int, total: int) -> None:
+        log.info("increment %d/%d", done, total)
+
+    if args.backend == "builtin":
+        from micropipe.spectral import cp
+
+        (result,) = cp.solve(ids, material, loadcase, size=tuple(geom.size), numerics=numerics, device=device,
+                             fields=bool(args.fields), progress=progress)
+    else:
+        import damask
+
+        config = damask.ConfigMaterial.load(args.material)
+        with tempfile.TemporaryDirectory(prefix="micropipe-cp-") as workdir:
+            result = damask_grid.solve(ids, config, loadcase, size=tuple(geom.size), numerics=numerics,
+                                       workdir=workdir, nprocs=args.nprocs or os.cpu_count() or 1, timeout=None)
+    record = provenance.record(seed=None, step="cp", params={
+        "geom": args.geom, "material": args.material, "load": args.load, "numerics": args.numerics,
+        "backend": args.backend, "device": str(device) if args.backend == "builtin" else None})
+    row = cp_runs.result_row(Path(args.geom).stem, result, n_grains=len(np.unique(ids)), cells=ids.shape)
+    if args.out:
+        cp_runs.write_results(cp_runs.frame([row]), args.out, record)
+    if args.fields:
+        _write_fields(args.fields, geom, result.fields or {})
+    if args.json:
+        print(json.dumps({
+            "converged": row["converged"], "reason": row["reason"], "time": row["time"].tolist(),
+            "strain_zz": row["strain"].tolist(), "strain": (np.asarray(result.F) - np.eye(3)).tolist(),
+            "F": np.asarray(result.F).tolist(), "sigma": np.asarray(result.sigma).tolist(),
+            "P": np.asarray(result.P).tolist(), "iterations": row["iterations"].tolist(),
+            "cutbacks": row["cutbacks"].tolist(), "wall_time_s": row["wall_time_s"], "backend": row["backend"],
+            "cells": list(ids.shape), "size": [float(v) for v in geom.size], "units": {
+                "time": "s", "sigma": "Pa (Cauchy, volume average)", "P": "Pa", "strain": "engineering, F - I"},
+            "provenance": record}, indent=1))
+        return 0 if result.converged else 1
+    F, sigma = np.asarray(result.F), np.asarray(result.sigma)
+    print(f"{args.geom}: {'x'.join(map(str, ids.shape))} cells, {row['n_grains']} material ids, "
+          f"{row['backend']} solver, {row['wall_time_s']:.3g} s")
+    print(f"{'inc':>4} {'time/s':>9} {'eps_zz':>10} {'F_zz':>10} {'sigma_xx':>10} {'sigma_yy':>10} "
+          f"{'sigma_zz':>10} {'iter':>5} {'cutb':>5}   (sigma: Cauchy, MPa)")
+    for n in range(len(F)):
+        its = f"{row['iterations'][n - 1]:5d} {row['cutbacks'][n - 1]:5d}" if n else f"{'':>5} {'':>5}"
+        print(f"{n:4d} {row['time'][n]:9.4g} {F[n, 2, 2] - 1:10.3e} {F[n, 2, 2]:10.6f} {sigma[n, 0, 0] / 1e6:10.4f} "
+              f"{sigma[n, 1, 1] / 1e6:10.4f} {sigma[n, 2, 2] / 1e6:10.4f} {its}")
+    if not result.converged:
+        print(f"not converged: {result.reason}")
+        return 1
+    return 0
+
+
+def _write_fields(path: str, geom: Any, fields: dict[str, Any]) -> None:
+    """Local fields (X, Y, Z, ...) as VTK cell data beside the material ids, written atomically."""
+    import damask
+    import numpy as np
+
+    from micropipe.store import atomic_path
+
+    def flat(a: np.ndarray) -> np.ndarray:  # VTK image data: x fastest
+        a = np.asarray(a)
+        return a.transpose(2, 1, 0, *range(3, a.ndim)).reshape(-1, *a.shape[3:])
+
+    vtk = damask.VTK.from_image_data(cells=geom.cells, size=geom.size, origin=geom.origin)
+    vtk = vtk.set("material", flat(geom.material))
+    for name, value in sorted(fields.items()):
+        vtk = vtk.set(name, flat(value))
+    with atomic_path(path) as tmp:
+        vtk.save(tmp, parallel=False)

@@ -1,0 +1,24 @@
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
+
+from components import component
+
+
+@component
+def cp_report(results: Input[Dataset], report: Output[HTML], summary: Output[Markdown], metrics: Output[Metrics],
+              statistics: Output[Dataset]):
+    """CP dataset report: stress-strain curves (mean ± spread), convergence, wall time, iterations."""
+    import json
+    import logging
+
+    from micropipe.cp_runs import build_report, read_results
+
+    logging.basicConfig(level=logging.INFO)
+    built = build_report(read_results(results.path), source=results.metadata.get("uri", ""))
+    with open(report.path, "w") as f:
+        f.write(built.report.to_html())
+    with open(summary.path, "w") as f:
+        f.write(built.report.to_markdown())
+    with open(statistics.path, "w") as f:
+        json.dump(built.summary, f, indent=1)
+    for name, value in built.metrics.items():
+        metrics.log_metric(name, value)

@@ -1,0 +1,76 @@
+"""cp_dataset: VE generation, then crystal plasticity of every VE (seed 003 §2.3), gathered into one Parquet file.
+
+ve_generation [sub-pipeline] -> plan_shards -> ParallelFor(cp_runs) [sub-pipeline] -> gather_cp_results
+-> cp_report
+
+The CP fan-out runs after the VE dataset is gathered and reads its shards from the dataset URI; each
+cp_runs task writes ``<dataset_uri>/cp/shards/shard-<i>.parquet`` and skips shards whose results are
+already complete, so rerunning with the same ``dataset_uri`` computes only what is missing. The fan-in
+is a gather step after the fan-out sub-pipeline (no ``dsl.Collected``, no conditions).
+"""
+
+import os
+from typing import NamedTuple
+
+from kfp import dsl
+
+from components.cp_report import cp_report
+from components.cp_runs import cp_runs
+from components.gather_cp_results import gather_cp_results
+from components.plan_shards import plan_shards
+from pipelines import ve_generation
+from pipelines._kfp import Profile
+
+NAME = "cp-dataset"
+DESCRIPTION = ("Seed 003 §2.3: polycrystal VEs, then crystal-plasticity uniaxial tension of every VE (built-in "
+               "spectral solver or DAMASK_grid), gathered into one Parquet file with a stress-strain report.")
+
+
+def solver_threads(profile: Profile) -> int:
+    """CPU threads per CP task: the ``gpu`` step class's CPU limit on a cluster (torch would take every core of
+    the node); locally the machine's cores shared among the parallel tasks; 0 (torch's default) otherwise."""
+    limit = str(profile.step_classes.get("gpu", {}).get("cpu_limit", ""))
+    if limit:
+        return max(1, int(float(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)))
+    if profile.name == "local":
+        return max(1, (os.cpu_count() or 1) // max(1, profile.parallelism))
+    return 0
+
+
+def build(profile: Profile):
+    generate_ves = ve_generation.build(profile)
+
+    @dsl.pipeline(name="cp-dataset-shards", description="Fan-out: one CP task per VE shard.")
+    def run_shards(dataset_uri: str, n_ve: int, shard_size: int, material: str, loadcase: dict, numerics: dict,
+                   backend: str, batch_size: int, device: str):
+        plan = profile.place(plan_shards(n_items=n_ve, shard_size=shard_size), "light")
+        with dsl.ParallelFor(plan.output, parallelism=profile.parallelism) as shard_index:
+            profile.place(cp_runs(dataset_uri=dataset_uri, shard_index=shard_index, material=material,
+                                  loadcase=loadcase, numerics=numerics, backend=backend, batch_size=batch_size,
+                                  device=device, threads=solver_threads(profile)), "gpu")
+
+    class Outputs(NamedTuple):
+        report: dsl.HTML
+        metrics: dsl.Metrics
+        results: dsl.Dataset
+        ve_report: dsl.HTML
+        dataset: dsl.Dataset
+
+    @dsl.pipeline(name=NAME, description=DESCRIPTION)
+    def cp_dataset(dataset_uri: str, n_ve: int = 8, shard_size: int = 4, seed: int = 0,
+                   generator: dict = {"cells": 16, "spacing": 1.0, "esd_mean": 6.0},  # noqa: B006
+                   ve_backend: str = "builtin", report_max_ves: int = 8, material: str = "Cu",
+                   loadcase: dict = {}, numerics: dict = {},  # noqa: B006
+                   cp_backend: str = "builtin", batch_size: int = 4, device: str = "") -> Outputs:
+        ves = generate_ves(dataset_uri=dataset_uri, n_ve=n_ve, shard_size=shard_size, seed=seed,
+                           generator=generator, backend=ve_backend, report_max_ves=report_max_ves)
+        shards = run_shards(dataset_uri=dataset_uri, n_ve=n_ve, shard_size=shard_size, material=material,
+                            loadcase=loadcase, numerics=numerics, backend=cp_backend, batch_size=batch_size,
+                            device=device).after(ves)
+        gathered = profile.place(gather_cp_results(dataset_uri=dataset_uri), "light").after(shards)
+        report = profile.place(cp_report(results=gathered.outputs["results"]), "cpu")
+        return Outputs(report=report.outputs["report"], metrics=report.outputs["metrics"],
+                       results=gathered.outputs["results"], ve_report=ves.outputs["report"],
+                       dataset=ves.outputs["dataset"])
+
+    return cp_dataset
