@@ -14,10 +14,7 @@ def cp_report(results: Input[Dataset], report: Output[HTML], summary: Output[Mar
 
     logging.basicConfig(level=logging.INFO)
     built = build_report(read_results(results.path), source=results.metadata.get("uri", ""))
-    with open(report.path, "w") as f:
-        f.write(built.report.to_html())
-    with open(summary.path, "w") as f:
-        f.write(built.report.to_markdown())
+    built.report.save(report.path, summary.path)
     with open(statistics.path, "w") as f:
         json.dump(built.summary, f, indent=1)
     for name, value in built.metrics.items():

@@ -22,9 +22,6 @@ def gan_report(real: Input[Dataset], generated: Input[Dataset], real_stiffness: 
         C_r, C_g = a["C_voigt"], b["C_voigt"]
     built = gh.study_report(real_v, gen_v, C_r, C_g, read_loss_log(loss_log.path), source=source,
                             attrs={"data": attrs, "samples": gen_attrs})
-    with open(report.path, "w") as f:
-        f.write(built.report.to_html())
-    with open(summary.path, "w") as f:
-        f.write(built.report.to_markdown())
+    built.report.save(report.path, summary.path)
     for name, value in built.metrics.items():
         metrics.log_metric(name, value)

@@ -16,10 +16,7 @@ def ve_report(dataset: Input[Dataset], max_ves: int, report: Output[HTML], summa
     with open(dataset.path) as f:
         manifest = json.load(f)
     built = dataset_report(manifest, max_ves=max_ves)
-    with open(report.path, "w") as f:
-        f.write(built.report.to_html())
-    with open(summary.path, "w") as f:
-        f.write(built.report.to_markdown())
+    built.report.save(report.path, summary.path)
     with open(statistics.path, "w") as f:
         json.dump(built.summary, f, indent=1)
     for name, value in built.metrics.items():

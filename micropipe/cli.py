@@ -303,8 +303,7 @@ def cmd_data_report(args: argparse.Namespace) -> int:
 
     built = dataset_report(dataset.load_manifest(args.dataset), max_ves=args.max_ves)
     out = Path(args.out)
-    out.write_text(built.report.to_html())
-    out.with_suffix(".md").write_text(built.report.to_markdown())
+    built.report.save(out, out.with_suffix(".md"))
     print(f"report: {out}")
     _print_metrics(built.metrics)
     return 0

@@ -8,8 +8,10 @@ import base64
 import html
 import io
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -133,6 +135,11 @@ class Report:
                 elif kind == "table":
                     out += [_md_table(*payload), ""]
         return "\n".join(out)
+
+    def save(self, html_path: str | os.PathLike, markdown_path: str | os.PathLike) -> None:
+        """Write the report as HTML to ``html_path`` and as Markdown to ``markdown_path`` (local files)."""
+        Path(html_path).write_text(self.to_html())
+        Path(markdown_path).write_text(self.to_markdown())
 
     @property
     def n_figures(self) -> int:

@@ -12,22 +12,10 @@ import torch
 from micropipe import cli
 from micropipe.device import pick_device
 from micropipe.spectral import elastic, grid, tensors
+from micropipe.ve.twophase import overlapping_spheres
 
 ISO = tensors.isotropic_stiffness(E=[1.0, 10.0], nu=[0.3, 0.2])
 CUBIC = np.stack([ISO[0], tensors.cubic_stiffness(10.0, 6.0, 3.0)])
-
-
-def spheres(cells: int, n: int, radius: float, rng_seed: int) -> np.ndarray:
-    """Periodic volume with ``n`` overlapping spheres (phase 1, radius as a fraction of the box edge)."""
-    rng = np.random.default_rng(rng_seed)
-    x = (np.arange(cells) + 0.5) / cells
-    X = np.stack(np.meshgrid(x, x, x, indexing="ij"))
-    phases = np.zeros((cells,) * 3, np.uint8)
-    for c in rng.random((n, 3)):
-        d = X - c[:, None, None, None]
-        d -= np.round(d)
-        phases[(d ** 2).sum(0) < radius ** 2] = 1
-    return phases
 
 
 def C_bar(phases, C_phases, **kw):
@@ -134,7 +122,7 @@ def test_laminate(normal, cells, layers, C_phases):
 
 @pytest.mark.parametrize("contrast", [10.0, 1e4, 1e-4])
 def test_random_spheres_symmetric_bounded(contrast):
-    phases = spheres(16, 8, 0.17, rng_seed=0)
+    phases = overlapping_spheres(16, 8, 0.17, rng_seed=0)
     E, nu = [1.0, contrast], [0.3, 0.25]
     C_phases = tensors.isotropic_stiffness(E=E, nu=nu)
     h = C_bar(phases, C_phases, tol=1e-8)
@@ -165,14 +153,14 @@ def test_grid_refinement_converges():
 
 
 def test_batch_equals_single_volumes():
-    a, b = spheres(8, 4, 0.2, rng_seed=1), spheres(8, 4, 0.2, rng_seed=2)
+    a, b = overlapping_spheres(8, 4, 0.2, rng_seed=1), overlapping_spheres(8, 4, 0.2, rng_seed=2)
     both = C_bar(np.stack([a, b]), ISO)
     assert np.allclose(both.C[0], C_bar(a, ISO).C[0], rtol=1e-12, atol=1e-12)
     assert np.allclose(both.C[1], C_bar(b, ISO).C[0], rtol=1e-12, atol=1e-12)
 
 
 def test_fields_and_general_loads():
-    phases = spheres(8, 4, 0.25, rng_seed=3)
+    phases = overlapping_spheres(8, 4, 0.25, rng_seed=3)
     h = C_bar(phases, CUBIC, fields=True)
     assert h.strain.shape == h.stress.shape == (1, 6, 6, 8, 8, 8)
     E = np.array([[0.01, -0.002, 0.0, 0.003, 0.0, 0.001]])
@@ -183,12 +171,12 @@ def test_fields_and_general_loads():
 
 def test_not_converged_is_an_error():
     with pytest.raises(RuntimeError, match="max_iter=2"):
-        C_bar(spheres(8, 4, 0.2, rng_seed=1), ISO, max_iter=2)
+        C_bar(overlapping_spheres(8, 4, 0.2, rng_seed=1), ISO, max_iter=2)
 
 
 @pytest.mark.slow
 def test_random_spheres_32_contrast_1e4_hashin_shtrikman():
-    phases = spheres(32, 10, 0.15, rng_seed=4)
+    phases = overlapping_spheres(32, 10, 0.15, rng_seed=4)
     E, nu = [1.0, 1e4], [0.3, 0.3]
     h = C_bar(phases, tensors.isotropic_stiffness(E=E, nu=nu))
     K, G = tensors.isotropic_part(0.5 * (h.C[0] + h.C[0].T))
@@ -208,7 +196,7 @@ def test_pick_device():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_cuda_matches_cpu():
-    phases = np.stack([spheres(16, 6, 0.2, rng_seed=s) for s in range(3)])
+    phases = np.stack([overlapping_spheres(16, 6, 0.2, rng_seed=s) for s in range(3)])
     cpu = C_bar(phases, CUBIC)
     gpu = elastic.homogenize(elastic.StiffnessField.from_phases(phases, CUBIC, device="cuda"))
     assert np.allclose(gpu.C, cpu.C, rtol=1e-10, atol=1e-12)

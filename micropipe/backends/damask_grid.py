@@ -30,6 +30,7 @@ from typing import Any
 import damask
 import numpy as np
 
+from micropipe.backends import find_executable, tail
 from micropipe.crystal.loadcase import Loadcase, loadcase_from_config, save_loadcase
 from micropipe.crystal.material import Material
 from micropipe.crystal.numerics import Numerics, save_numerics
@@ -218,14 +219,7 @@ def _config_from_material(m: Material) -> dict[str, Any]:
 
 def find_binary() -> str | None:
     """Path of ``DAMASK_grid``: ``$MICROPIPE_DAMASK_GRID`` if set (a path or a name on PATH), else from PATH."""
-    if env := os.environ.get(BINARY_ENV):
-        if os.path.isfile(env) and os.access(env, os.X_OK):
-            return env
-        found = shutil.which(env)
-        if found:
-            return found
-        log.warning("%s=%s is not an executable; looking for DAMASK_grid on PATH", BINARY_ENV, env)
-    return shutil.which("DAMASK_grid")
+    return find_executable("DAMASK_grid", BINARY_ENV)
 
 
 def command(workdir: PathLike, *, binary: str, nprocs: int = 1, jobname: str = JOBNAME) -> list[str]:
@@ -336,7 +330,7 @@ def _tail(path: Path, lines: int = 40) -> str:
         text = path.read_text(errors="replace")
     except OSError:
         return "(no log)"
-    return "\n".join(text.strip().splitlines()[-lines:])
+    return tail(text, lines)
 
 
 # --------------------------------------------------------------------------------------------------

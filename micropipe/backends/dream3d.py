@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 import micropipe
+from micropipe.backends import find_executable, tail
 from micropipe.ve import io
 from micropipe.ve.generator import GeneratorConfig
 from micropipe.ve.texture import reduce_to_fundamental_zone
@@ -318,18 +318,7 @@ def write_pipeline_json(path: str | os.PathLike, config: GeneratorConfig | Mappi
 
 def find_pipeline_runner() -> str | None:
     """Path of DREAM.3D's ``PipelineRunner``: ``$DREAM3D_PIPELINE_RUNNER`` if set, else from PATH."""
-    if env := os.environ.get(RUNNER_ENV):
-        if os.path.isfile(env) and os.access(env, os.X_OK):
-            return env
-        found = shutil.which(env)
-        if found:
-            return found
-        log.warning("%s=%s is not an executable; looking for PipelineRunner on PATH", RUNNER_ENV, env)
-    return shutil.which("PipelineRunner")
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+    return find_executable("PipelineRunner", RUNNER_ENV)
 
 
 def run_pipeline(json_path: str | os.PathLike, *, timeout_s: float) -> None:
@@ -354,12 +343,12 @@ def run_pipeline(json_path: str | os.PathLike, *, timeout_s: float) -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=json_path.parent)
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        raise RuntimeError(f"PipelineRunner timed out after {timeout_s} s on {json_path}:\n{_tail(out)}") from None
+        raise RuntimeError(f"PipelineRunner timed out after {timeout_s} s on {json_path}:\n{tail(out)}") from None
     output = (proc.stdout or "") + (proc.stderr or "")
     for line in output.splitlines():
         log.debug("PipelineRunner: %s", line)
     if proc.returncode != 0:
-        raise RuntimeError(f"PipelineRunner failed (exit {proc.returncode}) on {json_path}:\n{_tail(output)}")
+        raise RuntimeError(f"PipelineRunner failed (exit {proc.returncode}) on {json_path}:\n{tail(output)}")
 
 
 def generate(config: GeneratorConfig | Mapping[str, Any], rng_seed: int | None, workdir: str | os.PathLike, *,

@@ -73,13 +73,17 @@ class Numerics:
     N_cutback_max : int
         Times an increment is halved before a volume element is given up as not converged.
     N_staggered_iter_max : int
-        Fixed-point iterations between plastic velocity gradient and state per material point.
+        DAMASK's iterations between plastic velocity gradient and state per material point.  Written for
+        DAMASK_grid only: the built-in solver solves stress and state together (no staggering).
     N_iter_Lp_max : int
-        Newton iterations on L_p per staggered iteration.
+        Local iterations per step: DAMASK's Newton iterations on L_p; the built-in solver's Newton
+        iterations on (S, xi) together.
     eps_rel_Lp, eps_abs_Lp : float
-        Tolerance on the L_p residual (1/s).
+        DAMASK's tolerance on the L_p residual (1/s); written for DAMASK_grid only.
     eps_rel_state : float
-        Relative tolerance on the state (slip resistances) in the staggered iteration.
+        Relative tolerance on the state: DAMASK's on the slip resistances; the built-in solver's on the
+        2-norm of its weighted local residual (stress relative to the trial stress, resistances relative
+        to their old values).
     """
 
     eps_abs_div: float = 1.0e-4

@@ -86,15 +86,8 @@ class State:
 
     def select(self, idx: torch.Tensor) -> State:
         """The material points ``idx`` (a 1D index or boolean mask)."""
-        return State(*(t[idx] for t in dataclasses.astuple(self)))
-
-    def assign(self, idx: torch.Tensor, other: State) -> None:
-        """Overwrite the material points ``idx`` with ``other`` in place."""
-        for name in ("Fp_inv", "xi", "gamma", "Lp", "F"):
-            getattr(self, name)[idx] = getattr(other, name)
-
-    def clone(self) -> State:
-        return State(*(t.clone() for t in dataclasses.astuple(self)))
+        # Not dataclasses.astuple: it deep-copies every tensor before the indexing copies it again.
+        return State(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
 
 
 @dataclasses.dataclass
@@ -103,7 +96,8 @@ class Update:
 
     ``P`` (V, 3, 3) first Piola-Kirchhoff stress, Pa; ``K`` (V, 3, 3, 3, 3) consistent tangent dP/dF at
     fixed state (None when not asked for), Pa; ``state`` the state at the end of the step; ``ok`` (V,) bool,
-    False where the local solve did not converge; ``iterations`` the largest number of L_p iterations.
+    False where the local solve did not converge; ``iterations`` the number of local Newton iterations
+    (continuation stages included).
     """
 
     P: torch.Tensor
@@ -251,12 +245,6 @@ class Phenopowerlaw:
         E = 0.5 * (Fe.transpose(-1, -2) @ Fe - eye)
         S = (E.reshape(-1, 9) @ self.C9.T).reshape(-1, 3, 3)
         return Fe, S
-
-    def _lp_residual(self, B: torch.Tensor, Lp: torch.Tensor, dt: torch.Tensor, xi: torch.Tensor, F_tw: torch.Tensor):
-        Fe, S = self._stress(B, Lp, dt)
-        gdot, dgdot = self.shear_rates(S, xi, F_tw)
-        R = Lp - (gdot @ self.schmid9).reshape(-1, 3, 3)
-        return R, Fe, S, gdot, dgdot
 
     def _dLp_dS(self, dgdot: torch.Tensor) -> torch.Tensor:
         """d L_p / d S (V, 9, 9) = sum_a (d gdot_a / d tau_a) P_a (x) P_a."""

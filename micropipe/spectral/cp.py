@@ -520,11 +520,9 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
         F = F + dF
         guesses = states
     else:
-        if bool(ok.all()):
-            pass
-        else:
-            why = [w if not bool(o) else "" for w, o in zip(why, ok, strict=True)]
-            return ok, it, [f"not in equilibrium after {num.N_iter_max} iterations: {w}" if w else "" for w in why]
+        if not bool(ok.all()):
+            return ok, it, [f"not in equilibrium after {num.N_iter_max} iterations: {w}" if not bool(o) else ""
+                            for w, o in zip(why, ok, strict=True)]
     # Commit.
     batch.F_rate = (F - batch.F) / dt
     batch.F, batch.P = F, P
