@@ -10,7 +10,7 @@ import torch
 
 from micropipe.crystal import elastic, shipped_material
 from micropipe.crystal.loadcase import load_loadcase, uniaxial_tension_z
-from micropipe.crystal.material import load_material, load_phase
+from micropipe.crystal.material import load_material, load_phase, material_config, material_from_config
 from micropipe.crystal.numerics import Numerics
 from micropipe.spectral import cp
 from micropipe.spectral.constitutive import Phenopowerlaw
@@ -18,7 +18,7 @@ from micropipe.spectral.elastic import StiffnessField, homogenize
 from micropipe.spectral.tensors import voigt_from_mandel
 
 REFS = Path(__file__).resolve().parents[2] / "shared" / "refs" / "damask"
-TIGHT = Numerics(eps_abs_P=1e-3, eps_rel_P=1e-12, eps_rel_div=1e-9)
+TIGHT = Numerics(eps_abs_P=1e-3, eps_rel_P=1e-12, eps_rel_div=1e-9, eps_rel_state=1e-12)
 
 
 def _ref_case(name: str) -> Path:
@@ -39,8 +39,10 @@ def test_cube_single_crystal_matches_damask_grid():
     np.testing.assert_allclose(r.time, ref["time_s"], rtol=1e-12)
     np.testing.assert_allclose(r.F[:, 2, 2], ref["F_zz"], rtol=1e-12)
     rel = np.abs(r.sigma[1:, 2, 2] - ref["sigma_zz_Pa"][1:]) / ref["sigma_zz_Pa"][1:]
-    # DAMASK meets P_xx = P_yy = 0 only to its tolerance (264 Pa at increment 1); measured <= 1.1e-5.
-    assert rel.max() < 5e-5, rel
+    # DAMASK meets P_xx = P_yy = 0 only to its own tolerance (264 Pa at increment 1), which puts its increment 1
+    # 5.7e-5 off the exact step (tests/mp_reference gives the same); measured 5.7e-5, then <= 6e-7.
+    assert rel[0] < 1e-4, rel
+    assert rel[1:].max() < 2e-6, rel
     np.testing.assert_allclose(r.F[:, 0, 0], ref["F_xx"], rtol=1e-7)
 
 
@@ -48,15 +50,8 @@ def _goss() -> np.ndarray:
     return damask.Rotation.from_Euler_angles([0.0, 45.0, 0.0], degrees=True).as_quaternion()
 
 
-_CUTS_BACK = pytest.mark.xfail(strict=True, reason=(
-    "known gap (issue 4): the local (S, xi) Newton iteration fails at the first yield of non-cube orientations, "
-    "so the increment is cut back and its time discretization differs from the single-step integrator's"))
-
-
-@pytest.mark.parametrize("O", [np.array([1.0, 0.0, 0.0, 0.0]),
-                               pytest.param(_goss(), marks=_CUTS_BACK),
-                               pytest.param(damask.Rotation.from_random(rng_seed=7).as_quaternion(),
-                                            marks=_CUTS_BACK)],
+@pytest.mark.parametrize("O", [np.array([1.0, 0.0, 0.0, 0.0]), _goss(),
+                               damask.Rotation.from_random(rng_seed=7).as_quaternion()],
                          ids=["cube", "goss", "random"])
 def test_homogeneous_single_crystal_equals_material_point(O):
     """A single crystal on a homogeneous grid is the independently integrated material point (tests/mp_reference)."""
@@ -71,11 +66,13 @@ def test_homogeneous_single_crystal_equals_material_point(O):
     np.testing.assert_allclose(r.sigma[1:, 2, 2], ref["sigma"][1:, 2, 2], rtol=1e-6)
 
 
-def test_consistent_tangent_matches_finite_differences():
-    """dP/dF of the converged step; without hardening the resistances are constant, so the tangent is exact."""
+@pytest.mark.parametrize("hardening", [False, True])
+def test_consistent_tangent_matches_finite_differences(hardening):
+    """dP/dF of the converged step, with the change of the slip resistances in the step taken into account."""
     phase = load_phase(shipped_material("Cu"))
-    phase = dataclasses.replace(phase, plastic=dataclasses.replace(phase.plastic, h_0_sl_sl=(0.0,)))
-    m = Phenopowerlaw(phase)
+    if not hardening:
+        phase = dataclasses.replace(phase, plastic=dataclasses.replace(phase.plastic, h_0_sl_sl=(0.0,)))
+    m = Phenopowerlaw(phase, Numerics(eps_rel_state=1e-12))
     V = 3
     O = torch.tensor(damask.Rotation.from_random(V, rng_seed=2).as_matrix())
     old = m.initial_state(O)
@@ -136,3 +133,76 @@ def test_increments_follow_damask_geometric_progression():
         "discretization": {"t": 7.0, "N": 3, "r": 2.0}}]})
     incs = list(cp.increments(lc))
     np.testing.assert_allclose([i.t1 - i.t0 for i in incs], [1.0, 2.0, 4.0])
+
+
+# -- polycrystal invariants and bounds ---------------------------------------------------------------------------
+# A 6^3 Voronoi polycrystal of 8 random Cu grains (DAMASK's Cu parameters, which yield at once: xi_0 = 1.6 MPa),
+# pulled along z to 0.15 % in 3 increments: small enough for the default suite, past yield in every increment.
+
+_POLY_LC = uniaxial_tension_z(strain=0.0015, increments=3)
+
+
+def _polycrystal(rotate_z: bool = False):
+    cells, size = np.array([6, 6, 6]), np.ones(3)
+    seeds = damask.seeds.from_random(size, 8, cells, rng_seed=3)
+    ids = damask.GeomGrid.from_Voronoi_tessellation(cells, size, seeds).material
+    O = damask.Rotation.from_random(8, rng_seed=4)
+    if rotate_z:
+        # The whole specimen turned by +90 deg about z: voxel (i, j, k) -> (n - 1 - j, i, k), and every lattice
+        # keeps its place in the material: the passive sample -> crystal rotation becomes O R^T.
+        ids = np.rot90(ids, k=1, axes=(0, 1)).copy()
+        R = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # active: x -> y
+        O = damask.Rotation.from_matrix(O.as_matrix() @ R.T)
+    phase = load_phase(shipped_material("Cu"))
+    material = material_from_config(material_config({"Cu": phase}, O.as_quaternion(), "Cu"))
+    return ids, material
+
+
+@pytest.fixture(scope="module")
+def polycrystal_run():
+    ids, material = _polycrystal()
+    (r,) = cp.solve(ids, material, _POLY_LC)
+    assert r.converged, r.reason
+    return ids, material, r
+
+
+def test_polycrystal_between_sachs_and_taylor(polycrystal_run):
+    """Full-field sigma_zz lies between the Sachs and Taylor estimates of the same grains, at every increment."""
+    ids, material, full = polycrystal_run
+    (taylor,) = cp.solve(ids, material, _POLY_LC, coupling="taylor")
+    sachs = cp.sachs(ids, material, _POLY_LC)
+    assert taylor.converged and sachs.converged, (taylor.reason, sachs.reason)
+    s_full, s_taylor, s_sachs = (r.sigma[1:, 2, 2] for r in (full, taylor, sachs))
+    assert np.all(s_sachs < s_full) and np.all(s_full < s_taylor), (s_sachs, s_full, s_taylor)
+    # Taylor: every grain takes the average F, so the lateral stresses vanish only on average.
+    assert abs(taylor.P[-1, 0, 0]) < 2e3 and abs(taylor.P[-1, 1, 1]) < 2e3
+    # Sachs: every grain in uniaxial stress, so the averaged stress is uniaxial too.
+    assert np.abs(sachs.sigma[-1] - np.diag([0.0, 0.0, sachs.sigma[-1, 2, 2]])).max() < 1e-3 * s_sachs[-1]
+
+
+def test_rotating_the_volume_element_about_z_changes_nothing(polycrystal_run):
+    """The same polycrystal turned 90 deg about the tensile axis (grid and lattices) gives the same curve."""
+    _, _, r = polycrystal_run
+    ids, material = _polycrystal(rotate_z=True)
+    (turned,) = cp.solve(ids, material, _POLY_LC)
+    assert turned.converged, turned.reason
+    np.testing.assert_allclose(turned.sigma[1:, 2, 2], r.sigma[1:, 2, 2], rtol=1e-5)
+    # Lateral contractions swap: x of the turned specimen is y of the original.
+    np.testing.assert_allclose(turned.F[:, 0, 0], r.F[:, 1, 1], atol=1e-8)
+
+
+def test_doubling_the_increments_changes_sigma_by_less_than_one_percent(polycrystal_run):
+    ids, material, r = polycrystal_run
+    fine = uniaxial_tension_z(strain=0.0015, increments=6)
+    (r2,) = cp.solve(ids, material, fine)
+    assert r2.converged, r2.reason
+    np.testing.assert_allclose(r2.time[::2], r.time)
+    rel = np.abs(r2.sigma[2::2, 2, 2] - r.sigma[1:, 2, 2]) / r.sigma[1:, 2, 2]
+    assert rel.max() < 0.01, rel
+
+
+def test_sachs_needs_a_diagonal_load():
+    ids, material = _polycrystal()
+    shear = dataclasses.replace(_POLY_LC.steps[0], deformation=np.where(np.eye(3, dtype=bool), np.nan, 1e-3))
+    with pytest.raises(ValueError, match="load step 1: the Sachs estimate needs zero off-diagonal"):
+        cp.sachs(ids, material, dataclasses.replace(_POLY_LC, steps=(shear,)))

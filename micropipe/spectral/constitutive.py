@@ -45,8 +45,11 @@ from micropipe.spectral.tensors import VOIGT_PAIRS
 
 CAP_FACTOR = 10.0
 """No slip system may start the L_p iteration shearing faster than this times the deformation rate."""
-CONTINUATION_STAGES = (4, 16)
+CONTINUATION_STAGES = (4, 16, 64)
 """Stages of the continuation fallback of a local step (see Phenopowerlaw._continuation)."""
+MIN_STEP = 2.0 ** -10
+"""A local Newton iteration whose line search has to shorten the step below this is stuck: trying the next
+starting point costs less than creeping on (measured on random orientations at first yield)."""
 
 
 def _voigt_to_tensor4(C_V: np.ndarray) -> np.ndarray:
@@ -74,6 +77,8 @@ class State:
         Accumulated shear ``integral |gdot| dt`` per system.
     Lp : torch.Tensor, shape (V, 3, 3)
         Plastic velocity gradient of the last step, 1/s (the initial guess of the next one).
+    S : torch.Tensor, shape (V, 3, 3)
+        Second Piola-Kirchhoff stress in the lattice frame (= Mandel stress), Pa.
     F : torch.Tensor, shape (V, 3, 3)
         Deformation gradient (sample frame) the state belongs to.
     """
@@ -82,6 +87,7 @@ class State:
     xi: torch.Tensor
     gamma: torch.Tensor
     Lp: torch.Tensor
+    S: torch.Tensor
     F: torch.Tensor
 
     def select(self, idx: torch.Tensor) -> State:
@@ -94,10 +100,10 @@ class State:
 class Update:
     """Result of :meth:`Phenopowerlaw.update` for V material points.
 
-    ``P`` (V, 3, 3) first Piola-Kirchhoff stress, Pa; ``K`` (V, 3, 3, 3, 3) consistent tangent dP/dF at
-    fixed state (None when not asked for), Pa; ``state`` the state at the end of the step; ``ok`` (V,) bool,
-    False where the local solve did not converge; ``iterations`` the number of local Newton iterations
-    (continuation stages included).
+    ``P`` (V, 3, 3) first Piola-Kirchhoff stress, Pa; ``K`` (V, 3, 3, 3, 3) the step's consistent tangent
+    dP/dF (None when not asked for), Pa; ``state`` the state at the end of the step; ``ok`` (V,) bool, False
+    where the local solve did not converge; ``iterations`` the number of batched residual evaluations of the
+    local solve (starting points and continuation stages included).
     """
 
     P: torch.Tensor
@@ -169,6 +175,7 @@ class Phenopowerlaw:
                      xi=self.xi_0.expand(V, -1).clone(),
                      gamma=torch.zeros(V, self.N, device=O.device, dtype=self.dtype),
                      Lp=torch.zeros(V, 3, 3, device=O.device, dtype=self.dtype),
+                     S=torch.zeros(V, 3, 3, device=O.device, dtype=self.dtype),
                      F=torch.eye(3, device=O.device, dtype=self.dtype).expand(V, 3, 3).clone())
 
     # -- kinetics ------------------------------------------------------------------------------------------
@@ -286,7 +293,7 @@ class Phenopowerlaw:
                         - dt[:, None, None] * (torch.diag_embed(d_xi) + M * dgdot_dxi[:, None, :]))
         return torch.cat([R_S, R_xi], -1), J, Lp, gamma
 
-    def _cap_stress(self, S: torch.Tensor, xi: torch.Tensor, rate: torch.Tensor, limit: float = 1.0) -> torch.Tensor:
+    def _cap_stress(self, S: torch.Tensor, xi: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
         """S with its deviatoric part scaled down where some system would shear faster than CAP_FACTOR * rate.
 
         With power-law exponents of 20 and more, Newton's method started at a stress far above the slip
@@ -296,95 +303,141 @@ class Phenopowerlaw:
         tau = S.reshape(-1, 9) @ self.schmid9.T
         cap = (CAP_FACTOR * rate[:, None].clamp_min(1e-30) / self.gdot_0) ** (1.0 / self.n)
         excess = (tau.abs() / (xi * cap)).amax(-1)
-        moved = torch.isfinite(excess) & (excess > limit)
+        moved = torch.isfinite(excess) & (excess > 1.0)
         eye = torch.eye(3, dtype=S.dtype, device=S.device)
         hyd = (S.diagonal(dim1=-2, dim2=-1).sum(-1) / 3.0)[:, None, None] * eye
         scaled = hyd + (S - hyd) / excess.clamp_min(1.0)[:, None, None]
         return torch.where(moved[:, None, None], scaled, S)
 
-    def _solve_step(self, B: torch.Tensor, dt: torch.Tensor, old: State, Lp: torch.Tensor, xi: torch.Tensor,
-                    rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Newton's method with Armijo backtracking on the step's equations in (S, xi) together.
+    def _starts(self, B: torch.Tensor, dt: torch.Tensor, old: State, Lp: torch.Tensor, rate: torch.Tensor
+                ) -> list[torch.Tensor]:
+        """Starting points (S, xi) (V, 9 + N) of the local iteration after a given one, best first.
 
-        Starts from the stress of the given L_p, capped by :meth:`_cap_stress`.  The residual is weighted so
-        that both parts are relative (stress rows by the larger of the trial and the old stress, resistance
-        rows by the old resistances); merit function and convergence test are the 2-norm of the weighted
-        residual (at most ``eps_rel_state``).  The linear systems are solved equilibrated (unknowns in units of
-        their scales).  Returns L_p, xi, gamma, converged (V,) bool and the number of iterations.
+        The stress of the given L_p (the previous step's or iteration's: DAMASK's predictor), the elastic trial
+        and the old stress, each capped by :meth:`_cap_stress`; the resistances start at their old values.
         """
-        num = self.numerics
-        V, N = xi.shape
-        _, S_trial = self._stress(B, torch.zeros_like(Lp), dt)
-        _, S = self._stress(B, Lp, dt)
-        S = self._cap_stress(S, xi, rate)
-        sig = torch.maximum(torch.linalg.matrix_norm(S_trial), torch.linalg.matrix_norm(S)).clamp_min(1.0)
-        w = torch.cat([(1.0 / sig)[:, None].expand(V, 9), 1.0 / torch.maximum(old.xi.abs(), sig[:, None])], -1)
-        y = torch.cat([S.reshape(V, 9), xi], -1)
-        R, J, Lp, gamma = self._residual(B, dt, old, S, xi, True)
-        phi = torch.linalg.vector_norm(w * R, dim=-1)
+        V = B.shape[0]
+        stresses = [self._stress(B, Lp, dt)[1], self._stress(B, torch.zeros_like(Lp), dt)[1], old.S]
+        return [torch.cat([self._cap_stress(S, old.xi, rate).reshape(V, 9), old.xi], -1) for S in stresses]
+
+    def _weights(self, B: torch.Tensor, dt: torch.Tensor, old: State) -> torch.Tensor:
+        """Residual weights (V, 9 + N), 1/Pa: stress rows by the larger of the elastic trial stress and the old
+        stress (at least 1 Pa), each resistance row by the larger of that and its old value; they make the
+        convergence test ``|w R| <= eps_rel_state`` relative."""
+        V = B.shape[0]
+        _, S_trial = self._stress(B, torch.zeros(V, 3, 3, dtype=B.dtype, device=B.device), dt)
+        sig = torch.maximum(torch.linalg.matrix_norm(S_trial), torch.linalg.matrix_norm(old.S)).clamp_min(1.0)
+        return torch.cat([(1.0 / sig)[:, None].expand(V, 9), 1.0 / torch.maximum(old.xi.abs(), sig[:, None])], -1)
+
+    def _newton(self, B: torch.Tensor, dt: torch.Tensor, old: State, y: torch.Tensor, w: torch.Tensor):
+        """Damped Newton's method on the step's equations in the unknowns y = (S, xi), (V, 9 + N).
+
+        Every point has its own backtracking line search (Armijo on the weighted 2-norm of the residual, step
+        halved until it is accepted) and at most ``N_iter_Lp_max`` directions; a point whose step falls below
+        2^-30 is stuck.  Only unfinished points are evaluated.  The linear systems are solved equilibrated
+        (unknowns in units of the residual weights).  Returns y, phi (V,) the weighted residual norm (inf where
+        not finite), L_p, gamma, and the number of batched residual evaluations.
+        """
+        tol, max_iter = self.numerics.eps_rel_state, self.numerics.N_iter_Lp_max
+        V = y.shape[0]
+        y = y.clone()
+        R, J, Lp, gamma = self._residual(B, dt, old, y[:, :9].reshape(V, 3, 3), y[:, 9:], True)
+        phi = torch.linalg.vector_norm(w * R, dim=-1).nan_to_num(torch.inf)
         direction = torch.zeros_like(y)
         alpha = torch.ones_like(dt)
         fresh = torch.ones(V, dtype=torch.bool, device=y.device)
-        tol = num.eps_rel_state
-        done = torch.isfinite(phi) & (phi <= tol)
-        it = 0
-        for it in range(1, num.N_iter_Lp_max + 1):  # noqa: B007 - the count is returned
-            if bool(done.all()):
+        its = torch.zeros(V, dtype=torch.long, device=y.device)
+        active = (phi > tol) & torch.isfinite(phi)
+        passes = 0
+        while True:
+            idx = torch.nonzero(active).squeeze(-1)
+            if idx.numel() == 0:
                 break
-            new_dir = fresh & ~done
-            if bool(new_dir.any()):
-                wn = w[new_dir]
-                Js = wn[:, :, None] * J[new_dir] / wn[:, None, :]
-                d, info = torch.linalg.solve_ex(Js, -(wn * R[new_dir])[:, :, None])
-                d = d.squeeze(-1) / wn
-                direction[new_dir] = torch.where((info == 0)[:, None] & torch.isfinite(d).all(-1)[:, None], d,
-                                                 torch.zeros_like(d))
-                alpha[new_dir] = 1.0
-            active = ~done
-            trial = torch.where(active[:, None], y + alpha[:, None] * direction, y)
+            passes += 1
+            f = idx[fresh[idx]]
+            if f.numel():
+                wf = w[f]
+                d, info = torch.linalg.solve_ex(wf[:, :, None] * J[f] / wf[:, None, :], -(wf * R[f])[:, :, None])
+                d = d.squeeze(-1) / wf
+                direction[f] = torch.where(((info == 0) & torch.isfinite(d).all(-1))[:, None], d, 0.0)
+                alpha[f] = 1.0
+                its[f] += 1
+            trial = y[idx] + alpha[idx, None] * direction[idx]
             positive = (trial[:, 9:] > 0).all(-1)
-            trial = torch.where(positive[:, None], trial, y)
-            R_t, J_t, Lp_t, gamma_t = self._residual(B, dt, old, trial[:, :9].reshape(V, 3, 3), trial[:, 9:], True)
-            phi_t = torch.linalg.vector_norm(w * R_t, dim=-1)
-            accept = active & positive & torch.isfinite(phi_t) & (phi_t <= (1.0 - 1e-4 * alpha) * phi)
-            y = torch.where(accept[:, None], trial, y)
-            R = torch.where(accept[:, None], R_t, R)
-            J = torch.where(accept[:, None, None], J_t, J)
-            Lp = torch.where(accept[:, None, None], Lp_t, Lp)
-            gamma = torch.where(accept[:, None], gamma_t, gamma)
-            phi = torch.where(accept, phi_t, phi)
-            alpha = torch.where(accept, alpha, 0.5 * alpha)
-            fresh = accept
-            done = done | (torch.isfinite(phi) & (phi <= tol)) | (active & ~accept & (alpha < 1e-10))
-        converged = torch.isfinite(phi) & (phi <= tol)
-        return Lp, y[:, 9:], gamma, converged, it
+            trial = torch.where(positive[:, None], trial, y[idx])
+            R_t, J_t, Lp_t, gamma_t = self._residual(B[idx], dt[idx], old.select(idx),
+                                                     trial[:, :9].reshape(-1, 3, 3), trial[:, 9:], True)
+            phi_t = torch.linalg.vector_norm(w[idx] * R_t, dim=-1)
+            acc = positive & torch.isfinite(phi_t) & (phi_t <= (1.0 - 1e-4 * alpha[idx]) * phi[idx])
+            a = idx[acc]
+            y[a], R[a], J[a], Lp[a], gamma[a], phi[a] = trial[acc], R_t[acc], J_t[acc], Lp_t[acc], gamma_t[acc], \
+                phi_t[acc]
+            alpha[idx[~acc]] *= 0.5
+            fresh[idx] = acc
+            active[idx] = ((phi[idx] > tol) & (alpha[idx] >= MIN_STEP)
+                           & ~(fresh[idx] & (its[idx] >= max_iter)))
+        return y, phi, Lp, gamma, passes
 
-    def _continuation(self, F, dt, old, Lp, xi, gamma, ok, rate):
+    def _solve_from(self, B: torch.Tensor, dt: torch.Tensor, old: State, starts: list[torch.Tensor],
+                    w: torch.Tensor):
+        """:meth:`_newton` from the first start, then from the next ones where it failed; the best result wins.
+
+        A start equal to the one before it is skipped.  Returns y, phi, L_p, gamma, batched evaluations.
+        """
+        tol = self.numerics.eps_rel_state
+        y, phi, Lp, gamma, passes = self._newton(B, dt, old, starts[0], w)
+        for before, start in zip(starts, starts[1:], strict=False):
+            redo = torch.nonzero(~(phi <= tol) & (start != before).any(-1)).squeeze(-1)
+            if redo.numel() == 0:
+                continue
+            y_r, phi_r, Lp_r, gamma_r, p = self._newton(B[redo], dt[redo], old.select(redo), start[redo], w[redo])
+            passes += p
+            better = phi_r < phi[redo]
+            b = redo[better]
+            y[b], phi[b], Lp[b], gamma[b] = y_r[better], phi_r[better], Lp_r[better], gamma_r[better]
+        return y, phi, Lp, gamma, passes
+
+    def _continuation(self, F: torch.Tensor, dt: torch.Tensor, old: State, w: torch.Tensor, rate: torch.Tensor):
         """Fallback for points whose step did not converge: reach its solution through nearby problems.
 
         Solves the steps to ``F(lam) = F_old + lam (F - F_old)`` over ``lam dt`` from the *old* state for
-        lam = 1/k, 2/k, ..., 1, each from the last one's solution; only lam = 1 is kept, so the result is the
-        one backward-Euler step asked for, the stages only supply starting points (k = 4, then 16).
+        lam = 1/k, 2/k, ..., 1, each started from the last one's solution (and the usual starts); only lam = 1
+        is kept, so the result is the one backward-Euler step asked for: the stages only supply starting
+        points.  k = 4, 16, 64 in turn, a point stopping at the first k that gets it through.
+        Returns y, phi, L_p, gamma for the points given, and the batched evaluations.
         """
-        bad = torch.nonzero(~ok).squeeze(-1)
-        total = 0
+        tol = self.numerics.eps_rel_state
+        V = F.shape[0]
+        y = torch.zeros(V, 9 + self.N, dtype=F.dtype, device=F.device)
+        phi = torch.full((V,), torch.inf, dtype=F.dtype, device=F.device)
+        Lp, gamma = torch.zeros_like(F), torch.zeros_like(old.gamma)
+        todo = torch.arange(V, device=F.device)
+        passes = 0
         for stages in CONTINUATION_STAGES:
-            if bad.numel() == 0:
+            if todo.numel() == 0:
                 break
-            o = old.select(bad)
-            Lp_k, xi_k = o.Lp, o.xi
-            good = torch.ones(bad.numel(), dtype=torch.bool, device=F.device)
+            o, prev = old.select(todo), None
+            alive = torch.arange(todo.numel(), device=F.device)  # positions in todo still on track
             for k in range(1, stages + 1):
                 lam = k / stages
-                F_k = o.F + lam * (F[bad] - o.F)
-                Lp_k, xi_k, gamma_k, ok_k, its = self._solve_step(F_k @ o.Fp_inv, lam * dt[bad], o, Lp_k, xi_k,
-                                                                  rate[bad])
-                total += its
-                good &= ok_k
-            idx = bad[good]
-            Lp[idx], xi[idx], gamma[idx], ok[idx] = Lp_k[good], xi_k[good], gamma_k[good], True
-            bad = bad[~good]
-        return Lp, xi, gamma, ok, total
+                o_a = o.select(alive)
+                F_k = o_a.F + lam * (F[todo[alive]] - o_a.F)
+                B_k, dt_k = F_k @ o_a.Fp_inv, lam * dt[todo[alive]]
+                starts = self._starts(B_k, dt_k, o_a, o_a.Lp, rate[todo[alive]])
+                y_k, phi_k, Lp_k, gamma_k, p = self._solve_from(
+                    B_k, dt_k, o_a, ([prev] if prev is not None else []) + starts, w[todo[alive]])
+                passes += p
+                ok_k = phi_k <= tol
+                alive, prev = alive[ok_k], y_k[ok_k]
+                if alive.numel() == 0:
+                    break
+            if alive.numel():
+                got = todo[alive]
+                y[got], phi[got], Lp[got], gamma[got] = y_k[ok_k], phi_k[ok_k], Lp_k[ok_k], gamma_k[ok_k]
+                keep = torch.ones(todo.numel(), dtype=torch.bool, device=F.device)
+                keep[alive] = False
+                todo = todo[keep]
+        return y, phi, Lp, gamma, passes
 
     # -- the step ------------------------------------------------------------------------------------------
 
@@ -401,41 +454,57 @@ class Phenopowerlaw:
         dt : torch.Tensor, shape (V,)
             Step length per material point, s.
         guess : State, optional
-            Initial guess of the new state and L_p (e.g. the last global iteration's); default ``old``.
+            A solution of a nearby step (e.g. the last global iteration's), tried first as it is; default none.
         tangent : bool
-            Also compute the consistent tangent dP/dF (at fixed state).
+            Also compute the consistent tangent dP/dF.
         """
+        V = F.shape[0]
         A = old.Fp_inv
         B = F @ A
-        guess = guess or old
         rate = torch.linalg.matrix_norm(F - old.F) / dt
-        Lp, xi, gamma, ok, iterations = self._solve_step(B, dt, old, guess.Lp, guess.xi, rate)
-        if not bool(ok.all()):
-            Lp, xi, gamma, ok, its = self._continuation(F, dt, old, Lp, xi, gamma, ok, rate)
-            iterations += its
-        F_tw = self._F_tw(gamma)
+        w = self._weights(B, dt, old)
+        starts = self._starts(B, dt, old, old.Lp if guess is None else guess.Lp, rate)
+        if guess is not None:
+            starts.insert(0, torch.cat([guess.S.reshape(V, 9), guess.xi], -1))
+        y, phi, Lp, gamma, passes = self._solve_from(B, dt, old, starts, w)
+        failed = torch.nonzero(~(phi <= self.numerics.eps_rel_state)).squeeze(-1)
+        if failed.numel():
+            y_c, phi_c, Lp_c, gamma_c, p = self._continuation(F[failed], dt[failed], old.select(failed), w[failed],
+                                                              rate[failed])
+            passes += p
+            y[failed], phi[failed], Lp[failed], gamma[failed] = y_c, phi_c, Lp_c, gamma_c
+        ok = phi <= self.numerics.eps_rel_state
+        xi = y[:, 9:]
         Fe, S = self._stress(B, Lp, dt)
         eye = torch.eye(3, dtype=F.dtype, device=F.device)
         Fpi = A @ (eye - dt[:, None, None] * Lp)
         P = Fe @ S @ Fpi.transpose(-1, -2)
-        K = self._tangent(F, A, B, Fe, Fpi, S, Lp, dt, xi, F_tw) if tangent else None
+        K = self._tangent(F, A, B, Fe, Fpi, S, dt, old, y[:, :9].reshape(V, 3, 3), xi) if tangent else None
         det = torch.linalg.det(Fpi)
         ok = ok & torch.isfinite(P).all((-1, -2)) & (det > 0)
         Fpi_stored = Fpi / det.clamp_min(1e-300).pow(1.0 / 3.0)[:, None, None]
-        return Update(P=P, K=K, state=State(Fp_inv=Fpi_stored, xi=xi, gamma=gamma, Lp=Lp, F=F), ok=ok,
-                      iterations=iterations)
+        return Update(P=P, K=K, state=State(Fp_inv=Fpi_stored, xi=xi, gamma=gamma, Lp=Lp, S=S, F=F), ok=ok,
+                      iterations=passes)
 
-    def _tangent(self, F, A, B, Fe, Fpi, S, Lp, dt, xi, F_tw) -> torch.Tensor:
-        """Consistent tangent dP/dF (V, 3, 3, 3, 3) at the converged L_p, state held fixed."""
-        V = F.shape[0]
-        _, dgdot = self.shear_rates(S, xi, F_tw)
-        D = self._dLp_dS(dgdot)
-        dS_dLp = self._dS_dLp(B, Fe, dt)
-        # d S / d F at fixed L_p: C_ijmn Fe_km Fpi_ln.
+    def _tangent(self, F, A, B, Fe, Fpi, S, dt, old: State, S_y, xi) -> torch.Tensor:
+        """Consistent tangent dP/dF (V, 3, 3, 3, 3) of the converged step, the change of the resistances included.
+
+        The step's equations R(y, F) = 0 in y = (S, xi) give ``dy/dF = J^-1 [dS_e/dF at fixed L_p; 0]``
+        (J the local Jacobian); L_p then follows S and xi.  Only the twin volume fraction, which enters with its
+        value at the start of the step, is held fixed.
+        """
+        V, N = xi.shape
+        _, J, _, _ = self._residual(B, dt, old, S_y, xi, True)
+        F_tw = self._F_tw(old.gamma)
+        gdot, dgdot = self.shear_rates(S_y, xi, F_tw)
+        # d S_e / d F at fixed L_p: C_ijmn Fe_km Fpi_ln.
         dS_dF = torch.einsum("ijmn,vkm,vln->vijkl", self.C, Fe, Fpi).reshape(V, 9, 9)
-        J = torch.eye(9, dtype=F.dtype, device=F.device) - D @ dS_dLp
-        dLp_dF = torch.linalg.solve_ex(J, D @ dS_dF)[0]
-        dS = (dS_dF + dS_dLp @ dLp_dF).reshape(V, 3, 3, 3, 3)
+        rhs = torch.cat([dS_dF, dS_dF.new_zeros(V, N, 9)], 1)
+        dy = torch.linalg.solve_ex(J, rhs)[0]
+        dS_tot, dxi = dy[:, :9], dy[:, 9:]
+        dLp_dF = self._dLp_dS(dgdot) @ dS_tot + (self.schmid9.T * (-self.n * gdot / xi)[:, None, :]) @ dxi
+        dS = dS_dF + self._dS_dLp(B, Fe, dt) @ dLp_dF
+        dS = dS.reshape(V, 3, 3, 3, 3)
         dFpi = (-dt[:, None, None, None, None]
                 * torch.einsum("vim,vmjkl->vijkl", A, dLp_dF.reshape(V, 3, 3, 3, 3)))
         eye = torch.eye(3, dtype=F.dtype, device=F.device)

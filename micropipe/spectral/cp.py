@@ -15,9 +15,12 @@ the unknown ``F`` lies in the space of compatible fields ``F = F_avg + grad u`` 
 components fixed.  Let ``Pi`` be the orthogonal projection onto the *variations* of that space -- the gradient
 projection of :func:`micropipe.spectral.grid.project_gradient` plus the average restricted to the free
 components.  Each increment is solved by Newton's method on ``Pi P(F) = Pi P*`` (``P*`` the prescribed
-average stress), with the linear systems ``Pi K Pi dF = -Pi (P - P*)`` (K = dP/dF, the consistent tangent)
-solved by conjugate gradients to a relative tolerance (inexact Newton).  Free average components are thus
-unknowns of the same Newton iteration, so the mixed boundary condition converges with equilibrium.
+average stress), with the linear systems ``Pi K Pi dF = -Pi (P - P*)`` (K = dP/dF, the consistent tangent
+including the change of the slip resistances in the step) solved by BiCGSTAB to a relative tolerance
+(inexact Newton; the tangent is not symmetric).  Free average components are thus unknowns of the same Newton
+iteration, so the mixed boundary condition converges with equilibrium.  Steps that increase the residual, or
+that a material point cannot follow, are recomputed with Levenberg-Marquardt damping (see :func:`_step`):
+at the first yield the undamped step overshoots along the directions of easy slip.
 
 Convergence of an increment (per volume element): the RMS over voxels of the non-compatible part of ``P``
 (the Galerkin residual, Pa) is below ``max(eps_rel_div |P_avg|, eps_abs_div)`` and every prescribed average
@@ -30,8 +33,9 @@ Batches of volume elements of the same shape are solved together (leading axis),
 are taken in lockstep, so a cutback in one volume element halves the step of its whole batch for the rest of
 that increment.
 
-Also here: the Taylor (iso-strain) and Sachs (iso-stress) estimates of the same model, which bound the
-polycrystal's response from above and below.
+Also here: the Taylor (iso-strain, ``coupling="taylor"``: the same Galerkin iteration with no fluctuation
+field) and Sachs (:func:`sachs`: every grain a free single crystal in a uniaxial stress state) estimates of the
+same model, which bracket the full-field response from above and below.
 """
 
 from __future__ import annotations
@@ -173,13 +177,23 @@ class _Targets:
 # The spectral solver
 
 
-class _Grid:
-    """Batched fields on one grid: components first (b, 3, 3, X, Y, Z) for FFTs, voxels first for material points."""
+COUPLINGS = ("full", "taylor")
+"""How the material points of a grid are coupled (see :func:`solve`)."""
 
-    def __init__(self, cells: Sequence[int], size: Sequence[float] | None, device: torch.device):
+
+class _Grid:
+    """Batched fields on one grid: components first (b, 3, 3, X, Y, Z) for FFTs, voxels first for material points.
+
+    ``coupling`` picks the space the deformation gradient's fluctuation lives in: compatible gradients
+    (``"full"``, the full-field solution) or none (``"taylor"``: every point has the average F).
+    """
+
+    def __init__(self, cells: Sequence[int], size: Sequence[float] | None, device: torch.device,
+                 coupling: str = "full"):
         self.cells = tuple(int(c) for c in cells)
         self.N = int(np.prod(self.cells))
         self.n = grid.directions(self.cells, size, device=device)
+        self.coupling = coupling
 
     def flat(self, field: torch.Tensor) -> torch.Tensor:
         """(b, 3, 3, X, Y, Z) -> (b * X * Y * Z, 3, 3)."""
@@ -190,7 +204,10 @@ class _Grid:
         return flat.reshape(b, *self.cells, 3, 3).permute(0, 4, 5, 1, 2, 3)
 
     def fluctuation(self, X: torch.Tensor) -> torch.Tensor:
-        """Compatible (gradient) part of a field without its average, ``G X``."""
+        """Part of a field in the fluctuation space, ``G X``: its compatible (gradient) part without the average
+        for the full-field coupling, zero for Taylor."""
+        if self.coupling == "taylor":
+            return torch.zeros_like(X)
         return grid.irfft(grid.project_gradient(grid.rfft(X), self.n), self.cells)
 
     def project(self, X: torch.Tensor, mask_P: torch.Tensor) -> torch.Tensor:
@@ -261,41 +278,54 @@ def _local_cauchy_mean(F: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
     return sigma.mean(1)
 
 
-def _cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, tol: torch.Tensor, max_iter: int
-        ) -> tuple[torch.Tensor, int]:
-    """Conjugate gradients, batched over the leading axis; stops per VE when ``|r| <= tol`` (b,)."""
+def _bicgstab(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, tol: torch.Tensor, max_iter: int
+              ) -> tuple[torch.Tensor, int]:
+    """BiCGSTAB (van der Vorst 1992), batched over the leading axis; stops per VE when ``|r| <= tol`` (b,).
+
+    For the tangent operator, which is neither symmetric nor positive definite away from the solution
+    (finite rotations; an overshooting iterate's soft slip modes), where conjugate gradients break down.
+    """
+    def bcast(a: torch.Tensor) -> torch.Tensor:
+        return a[:, None, None, None, None, None]
+
+    def safe(a: torch.Tensor) -> torch.Tensor:
+        return torch.where(a.abs() > 0, a, torch.ones_like(a))
+
     x = torch.zeros_like(rhs)
     r = rhs.clone()
-    rr = _dot(r, r)
-    done = rr.sqrt() <= tol
-    p = r.clone()
+    r0 = r.clone()
+    rho = alpha = omega = torch.ones(rhs.shape[0], dtype=rhs.dtype, device=rhs.device)
+    v = torch.zeros_like(rhs)
+    p = torch.zeros_like(rhs)
+    done = _dot(r, r).sqrt() <= tol
     it = 0
     for it in range(1, max_iter + 1):
         if bool(done.all()):
             return x, it - 1
-        Ap = apply(p)
-        pAp = _dot(p, Ap)
-        safe = torch.where(pAp > 0, pAp, torch.ones_like(pAp))
-        alpha = torch.where(done | (pAp <= 0), torch.zeros_like(rr), rr / safe)
-        a = alpha[:, None, None, None, None, None]
-        x = x + a * p
-        r = r - a * Ap
-        rr_new = _dot(r, r)
-        done = done | (rr_new.sqrt() <= tol) | (pAp <= 0)
-        beta = torch.where(done, torch.zeros_like(rr), rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)))
-        p = r + beta[:, None, None, None, None, None] * p
-        rr = rr_new
+        rho_new = _dot(r0, r)
+        beta = (rho_new / safe(rho)) * (alpha / safe(omega))
+        p = r + bcast(beta) * (p - bcast(omega) * v)
+        v = apply(p)
+        alpha = torch.where(done, torch.zeros_like(rho_new), rho_new / safe(_dot(r0, v)))
+        s = r - bcast(alpha) * v
+        t = apply(s)
+        omega = torch.where(done, torch.zeros_like(rho_new), _dot(t, s) / safe(_dot(t, t)))
+        x = x + bcast(alpha) * p + bcast(omega) * s
+        r = s - bcast(omega) * t
+        rho = rho_new
+        breakdown = (rho_new == 0) | (omega == 0) | ~torch.isfinite(_dot(r, r))
+        done = done | (_dot(r, r).sqrt() <= tol) | breakdown
     return x, it
 
 
-CG_RTOL = 1e-2
+KRYLOV_RTOL = 1e-2
 """Relative tolerance of the linear solves of the inexact Newton iteration (forcing term)."""
-CG_MAX_ITER = 500
+KRYLOV_MAX_ITER = 500
 
 
 def solve(material_ids: np.ndarray, material: Material, loadcase: Loadcase, *,
           size: Sequence[float] | None = None, numerics: Numerics | None = None,
-          device: Any = None, fields: bool = False,
+          device: Any = None, fields: bool = False, coupling: str = "full",
           progress: Callable[[int, int], None] | None = None) -> list[CPResult]:
     """Solve a batch of grids of material ids (DAMASK_grid's ``material`` field) with the built-in solver.
 
@@ -317,6 +347,10 @@ def solve(material_ids: np.ndarray, material: Material, loadcase: Loadcase, *,
         As :func:`micropipe.device.pick_device`.
     fields : bool
         Also return the local fields of the last increment.
+    coupling : {"full", "taylor"}
+        ``"full"`` (default): the full-field spectral solution.  ``"taylor"``: every voxel takes the average
+        deformation gradient (iso-strain, DAMASK's ``isostrain`` homogenization), the same material points,
+        load case and tolerances; an upper estimate of the full-field stress (see also :func:`sachs`).
     progress : callable(done, total), optional
         Called after every increment with the number of increments done and in total.
 
@@ -327,8 +361,11 @@ def solve(material_ids: np.ndarray, material: Material, loadcase: Loadcase, *,
     Raises
     ------
     ValueError
-        Material ids without an entry in ``material``, or entries with more than one constituent.
+        Material ids without an entry in ``material``, or entries with more than one constituent, or an
+        unknown coupling.
     """
+    if coupling not in COUPLINGS:
+        raise ValueError(f"coupling: expected one of {', '.join(COUPLINGS)}, got {coupling!r}")
     ids = np.asarray(material_ids)
     if ids.ndim == 3:
         ids = ids[None]
@@ -349,7 +386,7 @@ def solve(material_ids: np.ndarray, material: Material, loadcase: Loadcase, *,
     entry_phase = np.array([names.index(m.constituents[0].phase) for m in material.materials])
     O = damask.Rotation.from_quaternion(material.orientations()).as_matrix()
     return _solve(entry_phase[ids], O[ids], [material.phases[n] for n in names], loadcase, size=size,
-                  numerics=numerics, device=device, fields=fields, progress=progress)
+                  numerics=numerics, device=device, fields=fields, coupling=coupling, progress=progress)
 
 
 def solve_orientations(phase: Phase, grain_ids: np.ndarray, O: np.ndarray, loadcase: Loadcase, **kwargs: Any
@@ -380,15 +417,69 @@ def solve_orientations(phase: Phase, grain_ids: np.ndarray, O: np.ndarray, loadc
     return _solve(np.zeros(g.shape, int), Ov, [phase], loadcase, **kwargs)
 
 
+def sachs(material_ids: np.ndarray, material: Material, loadcase: Loadcase, **kwargs: Any) -> CPResult:
+    """Sachs estimate of one volume element: every grain a free single crystal in the polycrystal's stress state.
+
+    Every material id present is solved as a homogeneous single crystal under the load case with its shear
+    components released: the upper off-diagonal deformation-rate components stay prescribed (no rigid
+    rotation), the lower ones become stress-free, so for uniaxial tension each grain is in uniaxial stress
+    along the axis (equilibrium everywhere, compatibility between grains ignored).  The estimate is the
+    volume-weighted average of the grains' F, P and Cauchy stress, the classic Sachs average (about
+    ``2.24 xi_0`` at yield for random FCC, against Taylor's ``3.06 xi_0``); it lies below the full-field
+    response.
+
+    Parameters
+    ----------
+    material_ids : numpy.ndarray of int, shape (X, Y, Z)
+        As :func:`solve` (one volume element).
+    material, loadcase, **kwargs
+        As :func:`solve`; the load case's deformation must be prescribed on diagonal components only, besides
+        off-diagonal zeros.
+
+    Raises
+    ------
+    ValueError
+        A load step that prescribes a non-zero or stress off-diagonal component.
+    """
+    ids = np.asarray(material_ids)
+    if ids.ndim != 3:
+        raise ValueError(f"material ids: expected one grid (X, Y, Z), got shape {ids.shape}")
+    steps = []
+    lower = np.tril(np.ones((3, 3), bool), -1)
+    for k, step in enumerate(loadcase.steps):
+        off = ~np.eye(3, dtype=bool)
+        if not (step.deformation_mask[off].all() and np.all(step.deformation[off] == 0.0)):
+            raise ValueError(f"load step {k + 1}: the Sachs estimate needs zero off-diagonal deformation rates "
+                             f"(a diagonal load), got {step.deformation_key} = {step.deformation.tolist()}")
+        deformation = np.where(lower, np.nan, step.deformation)
+        stress = np.where(lower, 0.0, step.stress)
+        steps.append(dataclasses.replace(step, deformation=deformation, stress=stress))
+    free = dataclasses.replace(loadcase, steps=tuple(steps))
+    grains, counts = np.unique(ids, return_counts=True)
+    results = solve(grains.reshape(-1, 1, 1, 1), material, free, **kwargs)
+    w = counts / counts.sum()
+    n = min(len(r.time) for r in results)
+    reasons = [f"grain {g}: {r.reason}" for g, r in zip(grains, results, strict=True) if not r.converged]
+
+    def avg(key: str) -> np.ndarray:
+        return np.einsum("g,gnij->nij", w, np.stack([getattr(r, key)[:n] for r in results]))
+
+    return CPResult(converged=not reasons, reason="; ".join(reasons), time=results[0].time[:n], F=avg("F"),
+                    P=avg("P"), sigma=avg("sigma"), iterations=results[0].iterations[:n - 1],
+                    cutbacks=np.max([r.cutbacks[:n - 1] for r in results], axis=0),
+                    wall_time=float(sum(r.wall_time for r in results)))
+
+
 def _solve(phase_ids: np.ndarray, O: np.ndarray, phases: list[Phase], loadcase: Loadcase, *,
            size: Sequence[float] | None = None, numerics: Numerics | None = None, device: Any = None,
-           fields: bool = False, progress: Callable[[int, int], None] | None = None) -> list[CPResult]:
+           fields: bool = False, coupling: str = "full", progress: Callable[[int, int], None] | None = None
+           ) -> list[CPResult]:
     """phase_ids (B, X, Y, Z) int, O (B, X, Y, Z, 3, 3) orientation matrices (passive, sample -> crystal)."""
     num = numerics or Numerics()
     dev = device if isinstance(device, torch.device) else pick_device(device)
     t_wall = time.perf_counter()
     B, cells = phase_ids.shape[0], phase_ids.shape[1:]
-    g = _Grid(cells, size, dev)
+    g = _Grid(cells, size, dev, coupling)
     models = [Phenopowerlaw(p, num, device=dev) for p in phases]
     batch = _Batch(models, torch.as_tensor(phase_ids.reshape(-1), device=dev),
                    torch.as_tensor(O.reshape(-1, 3, 3), device=dev, dtype=DTYPE), B, g)
@@ -463,12 +554,44 @@ def _solve(phase_ids: np.ndarray, O: np.ndarray, phases: list[Phase], loadcase: 
     return results
 
 
+DAMPING_START = 1e-3
+"""First Levenberg-Marquardt damping of a rejected global step, relative to the mean tangent stiffness."""
+DAMPING_MAX = 1e2
+"""Largest relative damping tried before the increment is cut back."""
+NEAR = 10.0
+"""Residuals below this many times their tolerance take every step the material points can follow."""
+
+
+def _merge(keep_new: torch.Tensor, new, old, batch: _Batch):
+    """Per volume element: ``new`` where ``keep_new`` (b,) else ``old``, for P fields, tangents and states."""
+    P_new, K_new, s_new = new
+    P_old, K_old, s_old = old
+    P = torch.where(keep_new[:, None, None, None, None, None], P_new, P_old)
+    K = torch.where(keep_new[:, None, None, None].expand(-1, batch.g.N, 1, 1).reshape(-1, 1, 1), K_new, K_old)
+    states = []
+    for idx, a, o in zip(batch.voxels, s_new, s_old, strict=True):
+        pick = keep_new[idx // batch.g.N]
+        states.append(State(*(torch.where(pick.reshape(-1, *([1] * (x.dim() - 1))), x, y)
+                              for x, y in zip(_fields_of(a), _fields_of(o), strict=True))))
+    return P, K, states
+
+
+def _fields_of(state: State) -> list[torch.Tensor]:
+    return [getattr(state, f.name) for f in dataclasses.fields(state)]
+
+
 def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
           ) -> tuple[torch.Tensor, int, list[str]]:
     """One (sub)step from ``t`` to ``t + dt`` (s, into the load step) for the whole batch.
 
+    Newton's method, globalized per volume element by Levenberg-Marquardt damping: a step that makes the
+    residual (``|equilibrium residual|^2 + |stress BC error|^2``) grow, or that a material point cannot follow
+    (its local solve fails), is rejected and recomputed from the last accepted iterate with ``K + mu I``
+    instead of ``K``, mu growing tenfold from :data:`DAMPING_START` times the mean tangent stiffness up to
+    :data:`DAMPING_MAX`; an accepted step shrinks mu tenfold.  Near the elastic-plastic transition the tangent
+    is nearly singular in the directions of easy slip, and the undamped step overshoots far along them.
     Commits the new fields and states when every VE converged.  Returns ``ok`` (b,) bool, the number of
-    global iterations, and a reason per VE (empty where it converged).
+    global iterations (material evaluations), and a reason per VE (empty where it converged).
     """
     g, b = batch.g, batch.b
     dev = batch.F.device
@@ -483,42 +606,77 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
     guesses = None
     ok = torch.zeros(b, dtype=torch.bool, device=dev)
     why = ["no iteration"] * b
+    accepted = None  # (F, P, K, states, merit) of the last accepted iterate
+    mu = torch.zeros(b, dtype=DTYPE, device=dev)  # damping, relative to the mean tangent stiffness
+    tol_a = torch.zeros(b, dtype=DTYPE, device=dev)  # tolerance at the last accepted iterate
     it = 0
     for it in range(1, num.N_iter_max + 1):
         P, K, states, local_ok = batch.evaluate(F, dt_t, guesses)
-        if not bool(local_ok.all()):
-            why = ["local (material point) solve did not converge" if not bool(o) else "" for o in local_ok]
-            return local_ok & False, it, why
         P_avg = P.mean((-3, -2, -1))
         r_div = g.fluctuation(P)
         bc = torch.where(targets.mask_P, P_avg - P_target, torch.zeros_like(P_avg))
         err_div = _rms(r_div)
         err_bc = bc.abs().amax((-1, -2))
+        merit = torch.where(local_ok, err_div.square() + bc.square().sum((-1, -2)), torch.full_like(err_div, torch.inf))
+        merit = merit.nan_to_num(torch.inf)
+        if accepted is None:
+            if not bool(local_ok.all()):
+                why = ["local (material point) solve did not converge" if not bool(o) else "" for o in local_ok]
+                return local_ok & False, it, why
+            take = torch.ones(b, dtype=torch.bool, device=dev)
+            accepted = (F, P, K, states, merit)
+        else:
+            F_a, P_a, K_a, states_a, merit_a = accepted
+            # Within a few orders of the tolerance the Newton iteration is in its basin, and a residual that
+            # does not shrink is round-off of the local solves, not an overshoot.
+            take = (merit < merit_a) | (local_ok & (merit_a < (NEAR * tol_a) ** 2))
+            back = ~take
+            mu = torch.where(take, torch.where(mu > DAMPING_START, 0.5 * mu, 0.0),
+                             torch.clamp(10.0 * mu, min=DAMPING_START))
+            if bool((mu > DAMPING_MAX).any()):
+                why = ["local (material point) solve did not converge" if not bool(o)
+                       else (f"no step reduces the residual {float(m.sqrt()):.3g} Pa (damping {DAMPING_MAX:g})"
+                             if bool(bk) else "")
+                       for o, m, bk in zip(local_ok, merit_a, back, strict=True)]
+                return torch.zeros(b, dtype=torch.bool, device=dev), it, why
+            P, K, states = _merge(take, (P, K, states), (P_a, K_a, states_a), batch)
+            F = torch.where(take[:, None, None, None, None, None], F, F_a)
+            merit = torch.where(take, merit, merit_a)
+            accepted = (F, P, K, states, merit)
+            if bool(back.any()):
+                log.debug("  iteration %d: %d volume element(s) reject the step, damping %s", it,
+                          int(back.sum()), ", ".join(f"{float(m):.0e}" for m in mu[back][:4]))
+                P_avg = P.mean((-3, -2, -1))
+                r_div = g.fluctuation(P)
+                bc = torch.where(targets.mask_P, P_avg - P_target, torch.zeros_like(P_avg))
+                err_div, err_bc = _rms(r_div), bc.abs().amax((-1, -2))
         norm_P = torch.linalg.matrix_norm(P_avg)
         tol_div = torch.clamp(num.eps_rel_div * norm_P, min=num.eps_abs_div)
         tol_bc = torch.clamp(num.eps_rel_P * norm_P, min=num.eps_abs_P)
         ok = (err_div <= tol_div) & (err_bc <= tol_bc)
+        tol_a = torch.minimum(tol_div, tol_bc)
         why = [f"equilibrium residual {float(e):.3g} Pa (tolerance {float(tl):.3g}), stress BC error "
                f"{float(c):.3g} Pa (tolerance {float(tb):.3g})"
                for e, tl, c, tb in zip(err_div, tol_div, err_bc, tol_bc, strict=True)]
         if bool(ok.all()) and it >= num.N_iter_min:
             break
-        if not bool(torch.isfinite(err_div).all()):
-            return torch.zeros_like(ok), it, ["non-finite stress"] * b
+        guesses = states
         rhs = -(r_div + bc[..., None, None, None] * torch.ones_like(P))
         rhs = torch.where(ok[:, None, None, None, None, None], torch.zeros_like(rhs), rhs)
-        def apply(x: torch.Tensor, K: torch.Tensor = K) -> torch.Tensor:
-            Kx = torch.bmm(K, g.flat(x).reshape(-1, 9, 1)).reshape(-1, 3, 3)
-            return g.project(g.field(Kx, b), targets.mask_P)
+        stiffness = K.diagonal(dim1=-2, dim2=-1).mean(-1).reshape(b, -1).mean(-1)
+        damping = (mu * stiffness)[:, None, None, None, None, None]
 
-        # Scale tolerances: |rhs| as a sum over voxels; stop when reduced by CG_RTOL or well below the Newton tol.
+        def apply(x: torch.Tensor, K: torch.Tensor = K, damping: torch.Tensor = damping) -> torch.Tensor:
+            Kx = torch.bmm(K, g.flat(x).reshape(-1, 9, 1)).reshape(-1, 3, 3)
+            return g.project(g.field(Kx, b), targets.mask_P) + damping * x
+
+        # Scale tolerances: |rhs| as a sum over voxels; stop at KRYLOV_RTOL of it or well below the Newton tol.
         rhs_norm = _dot(rhs, rhs).sqrt()
-        cg_tol = torch.clamp(CG_RTOL * rhs_norm, min=0.1 * tol_div * math.sqrt(g.N))
-        dF, n_cg = _cg(apply, rhs, cg_tol, CG_MAX_ITER)
-        log.debug("  iteration %d: residual %.3g Pa, BC %.3g Pa, %d CG iterations", it, float(err_div.max()),
+        cg_tol = torch.clamp(KRYLOV_RTOL * rhs_norm, min=0.1 * tol_div * math.sqrt(g.N))
+        dF, n_cg = _bicgstab(apply, rhs, cg_tol, KRYLOV_MAX_ITER)
+        log.debug("  iteration %d: residual %.3g Pa, BC %.3g Pa, %d BiCGSTAB iterations", it, float(err_div.max()),
                   float(err_bc.max()), n_cg)
-        F = F + dF
-        guesses = states
+        F = accepted[0] + dF
     else:
         if not bool(ok.all()):
             return ok, it, [f"not in equilibrium after {num.N_iter_max} iterations: {w}" if not bool(o) else ""

@@ -10,10 +10,12 @@ Fourier (trigonometric) collocation as in Moulinec & Suquet (1998) and the Galer
 (2010) / Vondřejc et al. (2014): the operators depend on the wave vector only through its direction
 ``n = xi / |xi|``, with ``xi_i = k_i / L_i`` (``k_i`` integer, ``L_i`` the edge length).  On even grids
 the Nyquist index ``k_i = -N_i / 2`` stands for both ``+N_i / 2`` and ``-N_i / 2``, so ``n n`` is ambiguous
-at frequencies that mix a Nyquist component with a non-zero non-Nyquist one; there the operators are set to
-zero (as DAMASK and Moulinec-Suquet do).  Frequencies whose non-zero components are *all* at Nyquist, e.g.
-``(0, 0, N/2)``, are unambiguous (``n n`` is even in ``n``) and kept.  Keeping them makes laminates exact:
-fields that vary along one axis only are resolved without any Nyquist truncation.  Every projection here is
+at frequencies where a Nyquist component meets any other non-zero component (flipping the sign of one
+component changes ``n_i n_j``; e.g. ``(N/2, N/2, 0)`` could be ``(1, 1)`` or ``(1, -1)``); there the operators
+are set to zero (as DAMASK and Moulinec-Suquet do), which also keeps the discretization symmetric under the
+grid's own rotations.  Frequencies with a single non-zero component at Nyquist, e.g. ``(0, 0, N/2)``, are
+unambiguous (``n n`` is even in ``n``) and kept.  Keeping them makes laminates exact: fields that vary along
+one axis only are resolved without any Nyquist truncation.  Every projection here is
 real and even in ``n`` at every kept frequency, so it maps real fields to real fields and is an orthogonal
 projector for the Frobenius (Mandel) inner product summed over voxels.
 """
@@ -77,8 +79,8 @@ def directions(cells: Sequence[int], size: Sequence[float] | None = None, *,
     Returns
     -------
     n : torch.Tensor, shape (3, X, Y, Z//2 + 1)
-        Zero at ``xi = 0`` (the mean is prescribed, not projected) and at frequencies mixing Nyquist and
-        non-Nyquist components (see the module docstring).  Every operator here is quadratic in ``n``, so
+        Zero at ``xi = 0`` (the mean is prescribed, not projected) and at frequencies where a Nyquist component
+        meets another non-zero one (see the module docstring).  Every operator here is quadratic in ``n``, so
         ``n = 0`` makes it vanish there.
     """
     cells = tuple(int(c) for c in cells)
@@ -86,7 +88,7 @@ def directions(cells: Sequence[int], size: Sequence[float] | None = None, *,
     k = wave_vectors(cells, (1.0, 1.0, 1.0), device=device, dtype=dtype)  # integers, to find Nyquist ones
     nyquist = torch.stack([(k[i] == -(cells[i] // 2)) & (cells[i] % 2 == 0) & (cells[i] > 1) for i in range(3)])
     nonzero = k != 0
-    mixed = (nyquist.any(0)) & (nonzero & ~nyquist).any(0)
+    mixed = nyquist.any(0) & (nonzero.sum(0) > 1)
     norm = torch.linalg.vector_norm(xi, dim=0)
     n = xi / torch.where(norm > 0, norm, torch.ones_like(norm))
     return torch.where(mixed, torch.zeros_like(n), n)
