@@ -40,9 +40,9 @@ def moulinec_suquet(phases: np.ndarray, E: list[float], nu: float, tol: float, b
     xi = np.stack(np.meshgrid(*k, indexing="ij"))
     norm = np.sqrt((xi ** 2).sum(0))
     nvec = xi / np.where(norm > 0, norm, 1.0)
-    # Nyquist: zero where a Nyquist component mixes with another non-zero one (as the solver does)
+    # Nyquist: zero where a Nyquist component meets another non-zero one (as the solver does)
     nyq = np.stack([(np.abs(xi[i]) == cells[i] // 2) & (cells[i] % 2 == 0) for i in range(3)])
-    nvec[:, nyq.any(0) & ((xi != 0) & ~nyq).any(0)] = 0.0
+    nvec[:, nyq.any(0) & ((xi != 0).sum(0) > 1)] = 0.0
     w = np.full(xi.shape[-1], 2.0)
     w[0] = 1.0
     if cells[2] % 2 == 0:

@@ -46,6 +46,26 @@ def test_cube_single_crystal_matches_damask_grid():
     np.testing.assert_allclose(r.F[:, 0, 0], ref["F_xx"], rtol=1e-7)
 
 
+def test_polycrystal_matches_damask_grid():
+    """DAMASK_grid's c_Cu_poly20_16 (16^3, 20 grains), run unchanged: sigma_zz within 3 % at every increment.
+
+    Cu yields inside increment 1 here, so there is no purely elastic increment to compare slopes on (the
+    elastic response is checked against the FFT homogenization below).  Measured: 0.23 % at increment 1,
+    1.73 % at 1 % strain (the built-in solver stiffer), no cutbacks; about 2.5 minutes on 2 cores.
+    """
+    case = _ref_case("c_Cu_poly20_16")
+    geom = damask.GeomGrid.load(case / "geom.vti")
+    (r,) = cp.solve(geom.material, load_material(case / "material.yaml"), load_loadcase(case / "load.yaml"),
+                    size=geom.size)
+    ref = np.genfromtxt(case / "curve.csv", delimiter=",", names=True)
+    assert r.converged, r.reason
+    np.testing.assert_allclose(r.F[:, 2, 2], ref["F_zz"], rtol=1e-12)
+    rel = np.abs(r.sigma[1:, 2, 2] - ref["sigma_zz_Pa"][1:]) / ref["sigma_zz_Pa"][1:]
+    assert rel.max() < 0.03, rel
+    # Lateral contraction as DAMASK's (plastic flow nearly isochoric): F_xx within 2 % of its change.
+    np.testing.assert_allclose(r.F[1:, 0, 0] - 1.0, ref["F_xx"][1:] - 1.0, rtol=0.02)
+
+
 def _goss() -> np.ndarray:
     return damask.Rotation.from_Euler_angles([0.0, 45.0, 0.0], degrees=True).as_quaternion()
 

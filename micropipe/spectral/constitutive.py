@@ -334,7 +334,10 @@ class Phenopowerlaw:
 
         Every point has its own backtracking line search (Armijo on the weighted 2-norm of the residual, step
         halved until it is accepted) and at most ``N_iter_Lp_max`` directions; a point whose step falls below
-        2^-30 is stuck.  Only unfinished points are evaluated.  The linear systems are solved equilibrated
+        :data:`MIN_STEP` is stuck.  A point that meets the tolerance takes one more full step where that lowers
+        the residual (the tolerance bounds the residual, not the error, and near a yield the Jacobian is
+        ill-conditioned: without it, neighbouring global iterates see solutions that scatter within the
+        tolerance, and the global iteration stalls on that noise).  Only unfinished points are evaluated.  The linear systems are solved equilibrated
         (unknowns in units of the residual weights).  Returns y, phi (V,) the weighted residual norm (inf where
         not finite), L_p, gamma, and the number of batched residual evaluations.
         """
@@ -347,7 +350,8 @@ class Phenopowerlaw:
         alpha = torch.ones_like(dt)
         fresh = torch.ones(V, dtype=torch.bool, device=y.device)
         its = torch.zeros(V, dtype=torch.long, device=y.device)
-        active = (phi > tol) & torch.isfinite(phi)
+        polished = torch.zeros(V, dtype=torch.bool, device=y.device)
+        active = torch.isfinite(phi)
         passes = 0
         while True:
             idx = torch.nonzero(active).squeeze(-1)
@@ -368,14 +372,18 @@ class Phenopowerlaw:
             R_t, J_t, Lp_t, gamma_t = self._residual(B[idx], dt[idx], old.select(idx),
                                                      trial[:, :9].reshape(-1, 3, 3), trial[:, 9:], True)
             phi_t = torch.linalg.vector_norm(w[idx] * R_t, dim=-1)
-            acc = positive & torch.isfinite(phi_t) & (phi_t <= (1.0 - 1e-4 * alpha[idx]) * phi[idx])
+            polish = phi[idx] <= tol
+            acc = positive & torch.isfinite(phi_t) & (phi_t <= torch.where(polish, 1.0, 1.0 - 1e-4 * alpha[idx])
+                                                      * phi[idx])
+            polished[idx[polish]] = True
             a = idx[acc]
             y[a], R[a], J[a], Lp[a], gamma[a], phi[a] = trial[acc], R_t[acc], J_t[acc], Lp_t[acc], gamma_t[acc], \
                 phi_t[acc]
             alpha[idx[~acc]] *= 0.5
             fresh[idx] = acc
-            active[idx] = ((phi[idx] > tol) & (alpha[idx] >= MIN_STEP)
-                           & ~(fresh[idx] & (its[idx] >= max_iter)))
+            fresh[idx[polish]] = True  # the extra step is taken or not, never shortened
+            active[idx] = (((phi[idx] > tol) & (alpha[idx] >= MIN_STEP) & ~(fresh[idx] & (its[idx] >= max_iter)))
+                           | ((phi[idx] <= tol) & ~polished[idx]))
         return y, phi, Lp, gamma, passes
 
     def _solve_from(self, B: torch.Tensor, dt: torch.Tensor, old: State, starts: list[torch.Tensor],
