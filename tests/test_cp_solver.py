@@ -226,3 +226,38 @@ def test_sachs_needs_a_diagonal_load():
     shear = dataclasses.replace(_POLY_LC.steps[0], deformation=np.where(np.eye(3, dtype=bool), np.nan, 1e-3))
     with pytest.raises(ValueError, match="load step 1: the Sachs estimate needs zero off-diagonal"):
         cp.sachs(ids, material, dataclasses.replace(_POLY_LC, steps=(shear,)))
+
+
+def test_mg_polycrystal_curve_has_the_elastic_slope_then_yields_between_sachs_and_taylor():
+    """Shipped Mg (hP, slip and twins as pseudo-slip), 8^3 random polycrystal of 10 grains.
+
+    A first increment of 1e-4 is elastic: its slope is the FFT-homogenized Young's modulus of the same VE.
+    Then the curve bends over (yield: basal slip at 10 MPa first, the harder prismatic and pyramidal modes
+    set the flow stress), hardens, and stays between the Sachs and Taylor estimates.
+    """
+    from micropipe.crystal.loadcase import loadcase_from_config
+
+    cells, size = np.array([8, 8, 8]), np.ones(3)
+    ids = damask.GeomGrid.from_Voronoi_tessellation(cells, size, damask.seeds.from_random(size, 10, cells,
+                                                                                           rng_seed=0)).material
+    phase = load_phase(shipped_material("Mg"))
+    q = damask.Rotation.from_random(10, rng_seed=1).as_quaternion()
+    material = material_from_config(material_config({"Mg": phase}, q, "Mg"))
+    bc = {"dot_F": [[0, 0, 0], [0, 0, 0], [0, 0, 1e-3]], "P": [[0, "x", "x"], ["x", 0, "x"], ["x", "x", "x"]]}
+    bc["dot_F"][0][0] = bc["dot_F"][1][1] = "x"
+    lc = loadcase_from_config({"solver": {"mechanical": "spectral_basic"}, "loadstep": [
+        {"boundary_conditions": {"mechanical": bc}, "discretization": {"t": 0.1, "N": 1}},
+        {"boundary_conditions": {"mechanical": bc}, "discretization": {"t": 7.9, "N": 8}}]})
+    (r,) = cp.solve(ids, material, lc)
+    assert r.converged, r.reason
+    C_grain = elastic.rotate_to_sample(phase.stiffness(notation="mandel"), q, notation="mandel")
+    C = voigt_from_mandel(homogenize(StiffnessField.from_field(np.moveaxis(C_grain[ids], (-2, -1), (0, 1))),
+                                     tol=1e-8).C[0])
+    E_zz = 1.0 / np.linalg.inv(C)[2, 2]
+    eps, sigma = r.F[:, 2, 2] - 1.0, r.sigma[:, 2, 2]
+    assert sigma[1] / eps[1] == pytest.approx(E_zz, rel=2e-3)  # measured 45.4 GPa
+    tangent = np.diff(sigma) / np.diff(eps)
+    assert 0 < tangent[-1] < 0.05 * E_zz, tangent  # yielded, still hardening
+    (taylor,) = cp.solve(ids, material, lc, coupling="taylor")
+    sachs = cp.sachs(ids, material, lc)
+    assert np.all(sachs.sigma[2:, 2, 2] < sigma[2:]) and np.all(sigma[2:] < taylor.sigma[2:, 2, 2])

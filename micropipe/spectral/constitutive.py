@@ -17,14 +17,18 @@ lattice vectors to the sample frame and one stiffness and one set of Schmid tens
 
 Time integration (DAMASK's): one backward-Euler step per (sub)increment,
 ``F_p,new^-1 = F_p,old^-1 (I - dt L_p,new)``, with ``L_p`` and the resistances ``xi`` both at the end of the
-step.  The local equations are solved for the unknowns (S, xi) together by Newton's method with Armijo
-backtracking (analytic Jacobian, equilibrated linear solves), started from a stress whose deviatoric part
-is capped so that no system shears faster than ten times the local deformation rate (started far above the
-slip resistance, Newton's method on a power law with n = 20 creeps); points that still fail are re-solved
-through a continuation in the step (nearby steps supply starting points, the result is the same step).
-The stored ``F_p`` is rescaled to ``det = 1`` (as DAMASK does); the stress comes from the unscaled one.
-Known gap: for some orientations the local iteration still fails at the first yield of a cold start, and
-the global solver then cuts the increment back (tests/test_cp_solver.py marks this xfail).
+step.  The local equations are solved for the unknowns (S, xi) together by Newton's method with a
+backtracking line search per point (analytic Jacobian, equilibrated linear solves), from several starting
+points in turn -- the last global iterate's solution, then the stresses of the predicted L_p, of the elastic
+trial and of the last step, each with its deviatoric part capped so that no system shears faster than ten
+times the local deformation rate (started far above the slip resistance, Newton's method on a power law with
+n = 20 creeps) -- the best result winning; points that still fail are re-solved through a continuation in the
+step (nearby steps supply starting points, the result is the same step).  A converged point takes one more
+full step, which keeps neighbouring global iterates from seeing solutions scattered within the tolerance.
+The consistent tangent includes the change of the resistances in the step (the twin volume fraction enters
+with its start-of-step value).  The stored ``F_p`` is rescaled to ``det = 1`` (as DAMASK does); the stress
+comes from the unscaled one.  Measured: 512 of 512 random orientations converge from a cold start at 5e-4
+strain in one step.
 
 Shapes: V material points; tensors (V, 3, 3); fourth-order tangents (V, 3, 3, 3, 3); per-system (V, N) with
 the slip systems first and the twin systems after them.  Units: Pa, s, 1/s.
@@ -337,9 +341,10 @@ class Phenopowerlaw:
         :data:`MIN_STEP` is stuck.  A point that meets the tolerance takes one more full step where that lowers
         the residual (the tolerance bounds the residual, not the error, and near a yield the Jacobian is
         ill-conditioned: without it, neighbouring global iterates see solutions that scatter within the
-        tolerance, and the global iteration stalls on that noise).  Only unfinished points are evaluated.  The linear systems are solved equilibrated
-        (unknowns in units of the residual weights).  Returns y, phi (V,) the weighted residual norm (inf where
-        not finite), L_p, gamma, and the number of batched residual evaluations.
+        tolerance, and the global iteration stalls on that noise).  Only unfinished points are evaluated.  The
+        linear systems are solved equilibrated (unknowns in units of the residual weights).  Returns y, phi (V,)
+        the weighted residual norm (inf where not finite), L_p, gamma, and the number of batched residual
+        evaluations.
         """
         tol, max_iter = self.numerics.eps_rel_state, self.numerics.N_iter_Lp_max
         V = y.shape[0]
