@@ -99,6 +99,13 @@ class State:
         # Not dataclasses.astuple: it deep-copies every tensor before the indexing copies it again.
         return State(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
 
+    def where(self, pick: torch.Tensor, other: State) -> State:
+        """This state where ``pick`` (V,) is True, ``other`` elsewhere."""
+        def choose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.where(pick.reshape(-1, *([1] * (a.dim() - 1))), a, b)
+
+        return State(*(choose(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)))
+
 
 @dataclasses.dataclass
 class Update:

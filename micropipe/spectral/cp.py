@@ -568,16 +568,8 @@ def _merge(keep_new: torch.Tensor, new, old, batch: _Batch):
     P_old, K_old, s_old = old
     P = torch.where(keep_new[:, None, None, None, None, None], P_new, P_old)
     K = torch.where(keep_new[:, None, None, None].expand(-1, batch.g.N, 1, 1).reshape(-1, 1, 1), K_new, K_old)
-    states = []
-    for idx, a, o in zip(batch.voxels, s_new, s_old, strict=True):
-        pick = keep_new[idx // batch.g.N]
-        states.append(State(*(torch.where(pick.reshape(-1, *([1] * (x.dim() - 1))), x, y)
-                              for x, y in zip(_fields_of(a), _fields_of(o), strict=True))))
+    states = [a.where(keep_new[idx // batch.g.N], o) for idx, a, o in zip(batch.voxels, s_new, s_old, strict=True)]
     return P, K, states
-
-
-def _fields_of(state: State) -> list[torch.Tensor]:
-    return [getattr(state, f.name) for f in dataclasses.fields(state)]
 
 
 def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
@@ -609,14 +601,18 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
     accepted = None  # (F, P, K, states, merit) of the last accepted iterate
     mu = torch.zeros(b, dtype=DTYPE, device=dev)  # damping, relative to the mean tangent stiffness
     tol_a = torch.zeros(b, dtype=DTYPE, device=dev)  # tolerance at the last accepted iterate
-    it = 0
-    for it in range(1, num.N_iter_max + 1):
-        P, K, states, local_ok = batch.evaluate(F, dt_t, guesses)
+
+    def residuals(P: torch.Tensor):
+        """Average stress, Galerkin residual field, stress-BC error (b, 3, 3) and their norms (Pa) for P."""
         P_avg = P.mean((-3, -2, -1))
         r_div = g.fluctuation(P)
         bc = torch.where(targets.mask_P, P_avg - P_target, torch.zeros_like(P_avg))
-        err_div = _rms(r_div)
-        err_bc = bc.abs().amax((-1, -2))
+        return P_avg, r_div, bc, _rms(r_div), bc.abs().amax((-1, -2))
+
+    it = 0
+    for it in range(1, num.N_iter_max + 1):
+        P, K, states, local_ok = batch.evaluate(F, dt_t, guesses)
+        P_avg, r_div, bc, err_div, err_bc = residuals(P)
         merit = torch.where(local_ok, err_div.square() + bc.square().sum((-1, -2)), torch.full_like(err_div, torch.inf))
         merit = merit.nan_to_num(torch.inf)
         if accepted is None:
@@ -646,10 +642,7 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
             if bool(back.any()):
                 log.debug("  iteration %d: %d volume element(s) reject the step, damping %s", it,
                           int(back.sum()), ", ".join(f"{float(m):.0e}" for m in mu[back][:4]))
-                P_avg = P.mean((-3, -2, -1))
-                r_div = g.fluctuation(P)
-                bc = torch.where(targets.mask_P, P_avg - P_target, torch.zeros_like(P_avg))
-                err_div, err_bc = _rms(r_div), bc.abs().amax((-1, -2))
+                P_avg, r_div, bc, err_div, err_bc = residuals(P)
         norm_P = torch.linalg.matrix_norm(P_avg)
         tol_div = torch.clamp(num.eps_rel_div * norm_P, min=num.eps_abs_div)
         tol_bc = torch.clamp(num.eps_rel_P * norm_P, min=num.eps_abs_P)
