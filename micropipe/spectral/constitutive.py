@@ -350,8 +350,8 @@ class Phenopowerlaw:
         ill-conditioned: without it, neighbouring global iterates see solutions that scatter within the
         tolerance, and the global iteration stalls on that noise).  Only unfinished points are evaluated.  The
         linear systems are solved equilibrated (unknowns in units of the residual weights).  Returns y, phi (V,)
-        the weighted residual norm (inf where not finite), L_p, gamma, and the number of batched residual
-        evaluations.
+        the weighted residual norm (inf where not finite), J the Jacobian at y (for the tangent), L_p, gamma, and
+        the number of batched residual evaluations.
         """
         tol, max_iter = self.numerics.eps_rel_state, self.numerics.N_iter_Lp_max
         V = y.shape[0]
@@ -396,26 +396,28 @@ class Phenopowerlaw:
             fresh[idx[polish]] = True  # the extra step is taken or not, never shortened
             active[idx] = (((phi[idx] > tol) & (alpha[idx] >= MIN_STEP) & ~(fresh[idx] & (its[idx] >= max_iter)))
                            | ((phi[idx] <= tol) & ~polished[idx]))
-        return y, phi, Lp, gamma, passes
+        return y, phi, J, Lp, gamma, passes
 
     def _solve_from(self, B: torch.Tensor, dt: torch.Tensor, old: State, starts: list[torch.Tensor],
                     w: torch.Tensor):
         """:meth:`_newton` from the first start, then from the next ones where it failed; the best result wins.
 
-        A start equal to the one before it is skipped.  Returns y, phi, L_p, gamma, batched evaluations.
+        A start equal to the one before it is skipped.  Returns y, phi, J, L_p, gamma, batched evaluations.
         """
         tol = self.numerics.eps_rel_state
-        y, phi, Lp, gamma, passes = self._newton(B, dt, old, starts[0], w)
+        y, phi, J, Lp, gamma, passes = self._newton(B, dt, old, starts[0], w)
         for before, start in zip(starts, starts[1:], strict=False):
             redo = torch.nonzero(~(phi <= tol) & (start != before).any(-1)).squeeze(-1)
             if redo.numel() == 0:
                 continue
-            y_r, phi_r, Lp_r, gamma_r, p = self._newton(B[redo], dt[redo], old.select(redo), start[redo], w[redo])
+            y_r, phi_r, J_r, Lp_r, gamma_r, p = self._newton(B[redo], dt[redo], old.select(redo), start[redo],
+                                                             w[redo])
             passes += p
             better = phi_r < phi[redo]
             b = redo[better]
-            y[b], phi[b], Lp[b], gamma[b] = y_r[better], phi_r[better], Lp_r[better], gamma_r[better]
-        return y, phi, Lp, gamma, passes
+            y[b], phi[b], J[b], Lp[b], gamma[b] = y_r[better], phi_r[better], J_r[better], Lp_r[better], \
+                gamma_r[better]
+        return y, phi, J, Lp, gamma, passes
 
     def _continuation(self, F: torch.Tensor, dt: torch.Tensor, old: State, w: torch.Tensor, rate: torch.Tensor):
         """Fallback for points whose step did not converge: reach its solution through nearby problems.
@@ -424,12 +426,13 @@ class Phenopowerlaw:
         lam = 1/k, 2/k, ..., 1, each started from the last one's solution (and the usual starts); only lam = 1
         is kept, so the result is the one backward-Euler step asked for: the stages only supply starting
         points.  k = 4, 16, 64 in turn, a point stopping at the first k that gets it through.
-        Returns y, phi, L_p, gamma for the points given, and the batched evaluations.
+        Returns y, phi, J, L_p, gamma for the points given, and the batched evaluations.
         """
         tol = self.numerics.eps_rel_state
         V = F.shape[0]
         y = torch.zeros(V, 9 + self.N, dtype=F.dtype, device=F.device)
         phi = torch.full((V,), torch.inf, dtype=F.dtype, device=F.device)
+        J = torch.zeros(V, 9 + self.N, 9 + self.N, dtype=F.dtype, device=F.device)
         Lp, gamma = torch.zeros_like(F), torch.zeros_like(old.gamma)
         todo = torch.arange(V, device=F.device)
         passes = 0
@@ -444,7 +447,7 @@ class Phenopowerlaw:
                 F_k = o_a.F + lam * (F[todo[alive]] - o_a.F)
                 B_k, dt_k = F_k @ o_a.Fp_inv, lam * dt[todo[alive]]
                 starts = self._starts(B_k, dt_k, o_a, o_a.Lp, rate[todo[alive]])
-                y_k, phi_k, Lp_k, gamma_k, p = self._solve_from(
+                y_k, phi_k, J_k, Lp_k, gamma_k, p = self._solve_from(
                     B_k, dt_k, o_a, ([prev] if prev is not None else []) + starts, w[todo[alive]])
                 passes += p
                 ok_k = phi_k <= tol
@@ -453,11 +456,12 @@ class Phenopowerlaw:
                     break
             if alive.numel():
                 got = todo[alive]
-                y[got], phi[got], Lp[got], gamma[got] = y_k[ok_k], phi_k[ok_k], Lp_k[ok_k], gamma_k[ok_k]
+                y[got], phi[got], J[got], Lp[got], gamma[got] = y_k[ok_k], phi_k[ok_k], J_k[ok_k], Lp_k[ok_k], \
+                    gamma_k[ok_k]
                 keep = torch.ones(todo.numel(), dtype=torch.bool, device=F.device)
                 keep[alive] = False
                 todo = todo[keep]
-        return y, phi, Lp, gamma, passes
+        return y, phi, J, Lp, gamma, passes
 
     # -- the step ------------------------------------------------------------------------------------------
 
@@ -486,35 +490,34 @@ class Phenopowerlaw:
         starts = self._starts(B, dt, old, old.Lp if guess is None else guess.Lp, rate)
         if guess is not None:
             starts.insert(0, torch.cat([guess.S.reshape(V, 9), guess.xi], -1))
-        y, phi, Lp, gamma, passes = self._solve_from(B, dt, old, starts, w)
+        y, phi, J, Lp, gamma, passes = self._solve_from(B, dt, old, starts, w)
         failed = torch.nonzero(~(phi <= self.numerics.eps_rel_state)).squeeze(-1)
         if failed.numel():
-            y_c, phi_c, Lp_c, gamma_c, p = self._continuation(F[failed], dt[failed], old.select(failed), w[failed],
+            y_c, phi_c, J_c, Lp_c, gamma_c, p = self._continuation(F[failed], dt[failed], old.select(failed), w[failed],
                                                               rate[failed])
             passes += p
-            y[failed], phi[failed], Lp[failed], gamma[failed] = y_c, phi_c, Lp_c, gamma_c
+            y[failed], phi[failed], J[failed], Lp[failed], gamma[failed] = y_c, phi_c, J_c, Lp_c, gamma_c
         ok = phi <= self.numerics.eps_rel_state
         xi = y[:, 9:]
         Fe, S = self._stress(B, Lp, dt)
         eye = torch.eye(3, dtype=F.dtype, device=F.device)
         Fpi = A @ (eye - dt[:, None, None] * Lp)
         P = Fe @ S @ Fpi.transpose(-1, -2)
-        K = self._tangent(F, A, B, Fe, Fpi, S, dt, old, y[:, :9].reshape(V, 3, 3), xi) if tangent else None
+        K = self._tangent(F, A, B, Fe, Fpi, S, dt, old, y[:, :9].reshape(V, 3, 3), xi, J) if tangent else None
         det = torch.linalg.det(Fpi)
         ok = ok & torch.isfinite(P).all((-1, -2)) & (det > 0)
         Fpi_stored = Fpi / det.clamp_min(1e-300).pow(1.0 / 3.0)[:, None, None]
         return Update(P=P, K=K, state=State(Fp_inv=Fpi_stored, xi=xi, gamma=gamma, Lp=Lp, S=S, F=F), ok=ok,
                       iterations=passes)
 
-    def _tangent(self, F, A, B, Fe, Fpi, S, dt, old: State, S_y, xi) -> torch.Tensor:
+    def _tangent(self, F, A, B, Fe, Fpi, S, dt, old: State, S_y, xi, J) -> torch.Tensor:
         """Consistent tangent dP/dF (V, 3, 3, 3, 3) of the converged step, the change of the resistances included.
 
         The step's equations R(y, F) = 0 in y = (S, xi) give ``dy/dF = J^-1 [dS_e/dF at fixed L_p; 0]``
-        (J the local Jacobian); L_p then follows S and xi.  Only the twin volume fraction, which enters with its
-        value at the start of the step, is held fixed.
+        (J the local Jacobian at the solution, as the local solve left it); L_p then follows S and xi.  Only the
+        twin volume fraction, which enters with its value at the start of the step, is held fixed.
         """
         V, N = xi.shape
-        _, J, _, _ = self._residual(B, dt, old, S_y, xi, True)
         F_tw = self._F_tw(old.gamma)
         gdot, dgdot = self.shear_rates(S_y, xi, F_tw)
         # d S_e / d F at fixed L_p: C_ijmn Fe_km Fpi_ln.

@@ -192,6 +192,8 @@ class _Grid:
                  coupling: str = "full"):
         self.cells = tuple(int(c) for c in cells)
         self.N = int(np.prod(self.cells))
+        if coupling not in COUPLINGS:
+            raise ValueError(f"coupling: expected one of {', '.join(COUPLINGS)}, got {coupling!r}")
         self.n = grid.directions(self.cells, size, device=device)
         self.coupling = coupling
 
@@ -364,8 +366,6 @@ def solve(material_ids: np.ndarray, material: Material, loadcase: Loadcase, *,
         Material ids without an entry in ``material``, or entries with more than one constituent, or an
         unknown coupling.
     """
-    if coupling not in COUPLINGS:
-        raise ValueError(f"coupling: expected one of {', '.join(COUPLINGS)}, got {coupling!r}")
     ids = np.asarray(material_ids)
     if ids.ndim == 3:
         ids = ids[None]
@@ -446,8 +446,8 @@ def sachs(material_ids: np.ndarray, material: Material, loadcase: Loadcase, **kw
         raise ValueError(f"material ids: expected one grid (X, Y, Z), got shape {ids.shape}")
     steps = []
     lower = np.tril(np.ones((3, 3), bool), -1)
+    off = ~np.eye(3, dtype=bool)
     for k, step in enumerate(loadcase.steps):
-        off = ~np.eye(3, dtype=bool)
         if not (step.deformation_mask[off].all() and np.all(step.deformation[off] == 0.0)):
             raise ValueError(f"load step {k + 1}: the Sachs estimate needs zero off-diagonal deformation rates "
                              f"(a diagonal load), got {step.deformation_key} = {step.deformation.tolist()}")
@@ -580,8 +580,9 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
     residual (``|equilibrium residual|^2 + |stress BC error|^2``) grow, or that a material point cannot follow
     (its local solve fails), is rejected and recomputed from the last accepted iterate with ``K + mu I``
     instead of ``K``, mu growing tenfold from :data:`DAMPING_START` times the mean tangent stiffness up to
-    :data:`DAMPING_MAX`; an accepted step shrinks mu tenfold.  Near the elastic-plastic transition the tangent
-    is nearly singular in the directions of easy slip, and the undamped step overshoots far along them.
+    :data:`DAMPING_MAX`; an accepted step halves mu (to zero below :data:`DAMPING_START`).  Near the
+    elastic-plastic transition the tangent is nearly singular in the directions of easy slip, and the undamped
+    step overshoots far along them.
     Commits the new fields and states when every VE converged.  Returns ``ok`` (b,) bool, the number of
     global iterations (material evaluations), and a reason per VE (empty where it converged).
     """
@@ -665,10 +666,10 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
 
         # Scale tolerances: |rhs| as a sum over voxels; stop at KRYLOV_RTOL of it or well below the Newton tol.
         rhs_norm = _dot(rhs, rhs).sqrt()
-        cg_tol = torch.clamp(KRYLOV_RTOL * rhs_norm, min=0.1 * tol_div * math.sqrt(g.N))
-        dF, n_cg = _bicgstab(apply, rhs, cg_tol, KRYLOV_MAX_ITER)
+        lin_tol = torch.clamp(KRYLOV_RTOL * rhs_norm, min=0.1 * tol_div * math.sqrt(g.N))
+        dF, n_lin = _bicgstab(apply, rhs, lin_tol, KRYLOV_MAX_ITER)
         log.debug("  iteration %d: residual %.3g Pa, BC %.3g Pa, %d BiCGSTAB iterations", it, float(err_div.max()),
-                  float(err_bc.max()), n_cg)
+                  float(err_bc.max()), n_lin)
         F = accepted[0] + dF
     else:
         if not bool(ok.all()):
