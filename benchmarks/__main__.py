@@ -2,10 +2,10 @@
 
 import sys
 
-from benchmarks import bench_ve, cp_solver, fft_elastic, wgan3d
+from benchmarks import bench_ve, cp_solver, fft_elastic, vae3d, wgan3d
 
 BENCHMARKS = {"ve": bench_ve.main, "fft_elastic": fft_elastic.main, "wgan3d": wgan3d.main,
-              "cp_solver": cp_solver.main}
+              "cp_solver": cp_solver.main, "vae3d": vae3d.main}
 
 if __name__ == "__main__":
     names = [a for a in sys.argv[1:] if not a.startswith("--")] or list(BENCHMARKS)

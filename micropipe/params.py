@@ -3,6 +3,7 @@ double, so ``{"iterations": 300}`` arrives as ``{"iterations": 300.0}``."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 
@@ -16,3 +17,18 @@ def integral_floats_to_int(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(integral_floats_to_int(v) for v in obj)
     return obj
+
+
+class FromDict:
+    """Mixin for config dataclasses: ``from_dict`` (unknown keys are an error, naming the valid ones) and
+    ``to_dict`` (plain dicts, as stored in checkpoints and KFP parameters)."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(d) - names):
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; expected some of {sorted(names)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

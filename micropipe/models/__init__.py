@@ -9,11 +9,13 @@ from typing import Any
 
 from torch import nn
 
-from micropipe.models import wgan3d
+from micropipe.models import surrogate, vae3d, wgan3d
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "wgan3d.generator": (wgan3d.GeneratorConfig, wgan3d.Generator),
     "wgan3d.discriminator": (wgan3d.DiscriminatorConfig, wgan3d.Discriminator),
+    "vae3d": (vae3d.VAEConfig, vae3d.VAE3D),
+    "surrogate": (surrogate.SurrogateConfig, surrogate.Surrogate),
 }
 """Registered name -> (config dataclass, module class)."""
 
@@ -33,8 +35,8 @@ def build(name: str, config: Any = None, **overrides: Any) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
     config_cls, module_cls = MODELS[name]
-    if config is None:
-        config = config_cls()
+    if config is None:  # the defaults; configs with required fields (surrogate: in_dim) take them as overrides
+        config, overrides = config_cls.from_dict(overrides), {}
     elif isinstance(config, dict):
         config = config_cls.from_dict(config)
     elif not isinstance(config, config_cls):

@@ -25,17 +25,18 @@ separate optimizer parameter group.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from micropipe.params import FromDict
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +52,8 @@ def _n_blocks(size: int, what: str) -> int:
     return int(math.log2(size))
 
 
-class _FromDict:
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]):
-        """Config from a plain dict (as stored in checkpoints); unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        if unknown := sorted(set(d) - names):
-            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; expected some of {sorted(names)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 @dataclass(frozen=True)
-class GeneratorConfig(_FromDict):
+class GeneratorConfig(FromDict):
     """Generator G of Eq. (23).
 
     out_size : int
@@ -118,7 +106,7 @@ class GeneratorConfig(_FromDict):
 
 
 @dataclass(frozen=True)
-class DiscriminatorConfig(_FromDict):
+class DiscriminatorConfig(FromDict):
     """Discriminator (critic) D of Eq. (27).
 
     in_size : int

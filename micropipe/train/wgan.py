@@ -13,9 +13,7 @@ Mixed precision (float16 autocast with a GradScaler per network) runs only on CU
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 from micropipe.models.wgan3d import KIND, Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from micropipe.train import loss_log
 from micropipe.train.checkpoint import check_config, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -155,20 +154,9 @@ def _as_volumes(volumes: Any, size: int) -> torch.Tensor:
     return v
 
 
-def _write_loss_log(path: Path, rows: list[dict[str, float]]) -> None:
-    from micropipe.store import atomic_path
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-
-
 def read_loss_log(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a ``loss_log.csv`` (``step`` as int, losses as float)."""
-    with open(path, newline="") as fh:
-        return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
+    """Rows of a ``loss_log.csv`` (``step`` as int, the rest as float)."""
+    return loss_log.read(path, "step")
 
 
 def train(volumes: Any, out_dir: str | Path, generator: GeneratorConfig | None = None,
@@ -253,7 +241,7 @@ def train(volumes: Any, out_dir: str | Path, generator: GeneratorConfig | None =
             "optimizer": {"generator": opt_g.state_dict(), "discriminator": opt_d.state_dict()},
             "scaler": {"generator": scaler_g.state_dict(), "discriminator": scaler_d.state_dict()},
             "rng": rng.get_state(), "loss_log": rows})
-        _write_loss_log(out_dir / LOSS_LOG, rows)
+        loss_log.write(out_dir / LOSS_LOG, rows, LOG_FIELDS)
 
     data = data.to(device)
     autocast = torch.autocast(device.type, dtype=torch.float16, enabled=use_amp)
