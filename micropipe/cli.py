@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override preset arguments; dotted keys reach into dicts: generator.cells=48")
     s.add_argument("--runs-dir", default="runs", help="parent of runs/<pipeline>/<UTC stamp>/ (default: runs)")
     s.add_argument("--dataset-uri", default=None,
-                   help="where datasets go (local path or s3://...); default: inside the run directory")
+                   help="where datasets go (local path or s3://...); default: runs/<pipeline>/data/<digest of the "
+                        "arguments>, so a rerun with the same arguments reuses finished outputs")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("compile", help="compile pipelines to KFP IR YAML")
@@ -124,6 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--fields", default=None, metavar="OUT.vti",
                    help="built-in solver only: write the local fields of the last converged increment")
     s.set_defaults(func=cmd_cp)
+
+    s = sub.add_parser("predict", help="stress-strain curve of a VE from a trained cp_surrogate predictor")
+    s.add_argument("--model", required=True, metavar="PREDICTOR",
+                   help="the cp_surrogate pipeline's 'predictor' output (VAE + surrogate in one file; local or s3://)")
+    s.add_argument("ve", nargs="+", metavar="VE_FILE",
+                   help="VE files: .h5 shard (every VE in it), .dream3d, .vti, .npz, .npy (local path or s3://)")
+    s.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available")
+    s.add_argument("--json", action="store_true", help="machine-readable output (stress in Pa)")
+    s.set_defaults(func=cmd_predict)
     return p
 
 
@@ -168,7 +178,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     arguments = _arguments(args.pipeline, args.preset, args.set)
     run_dir = (Path(args.runs_dir) / args.pipeline / _kfp.utc_stamp()).resolve()
     if "dataset_uri" not in arguments:
-        arguments["dataset_uri"] = args.dataset_uri or str(run_dir / "dataset")
+        arguments["dataset_uri"] = args.dataset_uri or str(_default_dataset_dir(args, arguments))
+    if "preset" in _kfp.pipeline_parameters(args.pipeline) and "preset" not in arguments:
+        arguments["preset"] = args.preset  # pipelines with a 'preset' parameter name it in their report
     record = provenance.record(seed=arguments.get("seed"), step=f"run.{args.pipeline}",
                                params={"preset": args.preset, "arguments": arguments})
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +200,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run dir: {run_dir}")
     _print_metrics(metrics)
     return 0
+
+
+def _default_dataset_dir(args: argparse.Namespace, arguments: dict[str, Any]) -> Path:
+    """``<runs>/<pipeline>/data/<digest of the arguments>``: a rerun with unchanged arguments finds the outputs of
+    the earlier run there, and steps skip what is already complete (the local stand-in for KFP's cache)."""
+    import hashlib
+
+    from micropipe import provenance
+
+    digest = hashlib.sha256(provenance.dumps(arguments).encode()).hexdigest()[:16]
+    return (Path(args.runs_dir) / args.pipeline / "data" / digest).resolve()
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
@@ -449,6 +472,39 @@ def cmd_cp(args: argparse.Namespace) -> int:
     if not result.converged:
         print(f"not converged: {result.reason}")
         return 1
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import time
+
+    from micropipe import store
+    from micropipe.cp_surrogate import load_predictor
+    from micropipe.ve import io
+
+    with store.local_copy(args.model) as path:
+        predictor = load_predictor(path, device=args.device)
+    ves, names = [], []
+    for src in args.ve:
+        with store.local_copy(src) as path:
+            found = io.read_shard(path) if Path(path).suffix in (".h5", ".hdf5") else {"": io.load(path)}
+        for ve_id, ve in found.items():
+            ves.append(ve)
+            names.append(f"{src} [{ve_id}]" if ve_id else src)
+    start = time.perf_counter()
+    stress = predictor.predict(ves, names)
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"strain": predictor.strain.tolist(), "unit": "Pa",
+                          "curves": [{"ve": n, "sigma_zz": s.tolist()} for n, s in zip(names, stress, strict=True)],
+                          "seconds": seconds}, indent=1))
+        return 0
+    print(f"predicted sigma_zz (MPa) for {len(ves)} VE(s), {seconds:.3g} s including fingerprinting")
+    print(f"{'strain':>10s}  " + "  ".join(f"{k:>10d}" for k in range(len(ves))))
+    for k, eps in enumerate(predictor.strain):
+        print(f"{eps:10.5f}  " + "  ".join(f"{stress[v, k] / 1e6:10.2f}" for v in range(len(ves))))
+    for k, n in enumerate(names):
+        print(f"[{k}] {n}")
     return 0
 
 

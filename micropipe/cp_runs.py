@@ -64,7 +64,7 @@ from micropipe.crystal.numerics import MICROPIPE_KEY, Numerics, numerics_from_co
 from micropipe.params import integral_floats_to_int
 from micropipe.report import Report
 from micropipe.ve import io
-from micropipe.ve.volume import VolumeElement
+from micropipe.ve.volume import VolumeElement, resample
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +200,28 @@ def resolve_numerics(spec: Mapping[str, Any] | Numerics | None) -> Numerics | No
     return numerics_from_config(spec, source="numerics")
 
 
-def parameters(phase: Phase, loadcase: Loadcase, numerics: Numerics | None, backend: str) -> dict[str, Any]:
-    """JSON-ready record of what decides a CP result (recorded in provenance and fingerprinted)."""
-    return {"phase": {phase.name: json.loads(_provenance.dumps(dict(phase.config)))},
-            "loadcase": json.loads(_provenance.dumps(_loadcase_record(loadcase))),
-            "numerics": dataclasses.asdict(numerics or Numerics()), "backend": backend}
+def parameters(phase: Phase, loadcase: Loadcase, numerics: Numerics | None, backend: str,
+               cells: Sequence[int] | None = None) -> dict[str, Any]:
+    """JSON-ready record of what decides a CP result (recorded in provenance and fingerprinted).
+
+    ``cells``: the grid CP is solved on when it is not the VE's own (see :func:`check_cells`)."""
+    out = {"phase": {phase.name: json.loads(_provenance.dumps(dict(phase.config)))},
+           "loadcase": json.loads(_provenance.dumps(_loadcase_record(loadcase))),
+           "numerics": dataclasses.asdict(numerics or Numerics()), "backend": backend}
+    if cells:
+        out["cells"] = list(cells)
+    return out
+
+
+def check_cells(cells: Sequence[int] | None) -> tuple[int, int, int] | None:
+    """The CP grid: None or empty for each VE's own cells, else 3 positive ints (an int gives a cube)."""
+    if cells is None or (not isinstance(cells, int | np.integer) and len(cells) == 0):
+        return None
+    c = [cells] * 3 if isinstance(cells, int | np.integer) else integral_floats_to_int(list(cells))
+    if (len(c) != 3 or any(isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1 for v in c)):
+        raise ValueError(f"cells: expected 3 positive integers (the CP grid, voxels along x, y, z) or [] for "
+                         f"each VE's own grid, got {cells!r}")
+    return tuple(int(v) for v in c)
 
 
 def _loadcase_record(loadcase: Loadcase) -> dict[str, Any]:
@@ -273,7 +290,8 @@ def frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 def run_shard(shard_path: str | os.PathLike, material_phase: Phase, loadcase: Loadcase, *,
               numerics: Numerics | None = None, backend: str = "builtin", device: Any = None,
               batch_size: int = 8, progress: bool | None = None, threads: int | None = None,
-              nprocs: int | None = None, timeout: float | None = None) -> pd.DataFrame:
+              nprocs: int | None = None, timeout: float | None = None,
+              cells: Sequence[int] | None = None) -> pd.DataFrame:
     """Solve every VE of one HDF5 VE shard; one row per VE (columns: module docstring).
 
     VEs of equal cells and size go through the built-in solver ``batch_size`` at a time
@@ -304,6 +322,10 @@ def run_shard(shard_path: str | os.PathLike, material_phase: Phase, loadcase: Lo
         Set it when several shards share a machine: oversubscribed torch threads slow down by 5x and more.
     nprocs, timeout : int, float, optional
         DAMASK_grid only: MPI processes (default: all cores) and seconds per VE before it is given up.
+    cells : sequence of 3 int, optional
+        Solve on this grid instead of each VE's own: the VE is resampled (nearest neighbour,
+        :func:`micropipe.ve.volume.resample`), e.g. to run CP on a 2x coarser grid than the VAE sees.
+        The row's ``cells`` is the grid that was solved.
 
     Returns
     -------
@@ -311,11 +333,14 @@ def run_shard(shard_path: str | os.PathLike, material_phase: Phase, loadcase: Lo
         One row per VE, in VE id order.
     """
     check_backend(backend)
+    cells = check_cells(cells)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     damask_grid = _damask_backend() if backend == "damask" else None
     shard_path = Path(shard_path)
     ves = list(io.iter_shard(shard_path))
+    if cells is not None:
+        ves = [(ve_id, resample(ve, cells)) for ve_id, ve in ves]
     for ve_id, ve in ves:
         _check_ve(ve, material_phase, f"{shard_path} [{ve_id}]")
     groups: dict[tuple, list[tuple[str, VolumeElement]]] = {}
@@ -582,7 +607,7 @@ def write_shard(dataset_uri: str, shard_index: int, *, material: str | Phase = "
                 loadcase: Mapping[str, Any] | Loadcase | None = None,
                 numerics: Mapping[str, Any] | Numerics | None = None, backend: str = "builtin",
                 device: Any = None, batch_size: int = 8, progress: bool | None = None,
-                threads: int | None = None, force: bool = False) -> str:
+                threads: int | None = None, cells: Sequence[int] | None = None, force: bool = False) -> str:
     """Run CP on VE shard ``shard_index`` of a gathered VE dataset; write its results; return their URI.
 
     Skips the work when complete results of the same VEs (:func:`ve_digest`) and parameters are already at
@@ -596,7 +621,7 @@ def write_shard(dataset_uri: str, shard_index: int, *, material: str | Phase = "
         Index into the manifest's shards.
     material, loadcase, numerics
         See :func:`resolve_phase`, :func:`resolve_loadcase`, :func:`resolve_numerics`.
-    backend, device, batch_size, progress, threads
+    backend, device, batch_size, progress, threads, cells
         See :func:`run_shard`.
     force : bool
         Compute even when complete results exist.
@@ -613,7 +638,8 @@ def write_shard(dataset_uri: str, shard_index: int, *, material: str | Phase = "
         raise ValueError(f"shard_index must lie in [0, {len(shards) - 1}] for the {len(shards)} shards of "
                          f"{dataset_uri}, got {shard_index!r}")
     shard = shards[int(shard_index)]
-    params = parameters(phase, lc, nm, backend)
+    cells = check_cells(cells)
+    params = parameters(phase, lc, nm, backend, cells)
     sha = fingerprint(params)
     out = store.join(dataset_uri, shard_results_name(int(shard_index)))
     with store.local_copy(store.join(dataset_uri, shard["path"])) as path:
@@ -626,7 +652,7 @@ def write_shard(dataset_uri: str, shard_index: int, *, material: str | Phase = "
                                             "ve_shard": shard["path"], "ve_sha256": ve_sha, "batch_size": batch_size,
                                             "device": str(device) if device else None})
         df = run_shard(path, phase, lc, numerics=nm, backend=backend, device=device, batch_size=batch_size,
-                       progress=progress, threads=threads)
+                       progress=progress, threads=threads, cells=cells)
     write_results(df, out, record, params_sha256=sha, ve_sha256=ve_sha)
     return out
 

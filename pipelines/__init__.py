@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-PIPELINES = ("ve_generation", "cp_dataset", "gan_homogenization")
+PIPELINES = ("ve_generation", "cp_dataset", "cp_surrogate", "gan_homogenization")
 """Names of the pipelines, as used by ``make run PIPELINE=<name>``."""
 
 

@@ -234,6 +234,13 @@ def run_local(pipeline: str, arguments: dict[str, Any], run_dir: Path) -> dict[s
     return dict(outputs)
 
 
+def pipeline_parameters(pipeline: str) -> list[str]:
+    """Names of the parameters of pipeline ``pipeline``."""
+    from pipelines import load
+
+    return list(load(pipeline).build(LOCAL).component_spec.inputs or {})
+
+
 def default_arguments(pipeline_func: Any) -> dict[str, Any]:
     """Defaults declared in the pipeline signature."""
     sig = inspect.signature(pipeline_func.python_func)

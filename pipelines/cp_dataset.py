@@ -42,12 +42,12 @@ def build(profile: Profile):
 
     @dsl.pipeline(name="cp-dataset-shards", description="Fan-out: one CP task per VE shard.")
     def run_shards(dataset_uri: str, n_ve: int, shard_size: int, material: str, loadcase: dict, numerics: dict,
-                   backend: str, batch_size: int, device: str):
+                   backend: str, batch_size: int, device: str, cells: list):
         plan = profile.place(plan_shards(n_items=n_ve, shard_size=shard_size), "light")
         with dsl.ParallelFor(plan.output, parallelism=profile.parallelism) as shard_index:
             profile.place(cp_runs(dataset_uri=dataset_uri, shard_index=shard_index, material=material,
                                   loadcase=loadcase, numerics=numerics, backend=backend, batch_size=batch_size,
-                                  device=device, threads=solver_threads(profile)), "gpu")
+                                  device=device, threads=solver_threads(profile), cells=cells), "gpu")
 
     class Outputs(NamedTuple):
         report: dsl.HTML
@@ -61,12 +61,13 @@ def build(profile: Profile):
                    generator: dict = {"cells": 16, "spacing": 1.0, "esd_mean": 6.0},  # noqa: B006
                    ve_backend: str = "builtin", report_max_ves: int = 8, material: str = "Cu",
                    loadcase: dict = {}, numerics: dict = {},  # noqa: B006
-                   cp_backend: str = "builtin", batch_size: int = 4, device: str = "") -> Outputs:
+                   cp_backend: str = "builtin", batch_size: int = 4, device: str = "",
+                   cp_cells: list = []) -> Outputs:  # noqa: B006
         ves = generate_ves(dataset_uri=dataset_uri, n_ve=n_ve, shard_size=shard_size, seed=seed,
                            generator=generator, backend=ve_backend, report_max_ves=report_max_ves)
         shards = run_shards(dataset_uri=dataset_uri, n_ve=n_ve, shard_size=shard_size, material=material,
                             loadcase=loadcase, numerics=numerics, backend=cp_backend, batch_size=batch_size,
-                            device=device).after(ves)
+                            device=device, cells=cp_cells).after(ves)
         gathered = profile.place(gather_cp_results(dataset_uri=dataset_uri), "light").after(shards)
         report = profile.place(cp_report(results=gathered.outputs["results"]), "cpu")
         return Outputs(report=report.outputs["report"], metrics=report.outputs["metrics"],

@@ -12,9 +12,9 @@ from micropipe.ve import dataset
 from pipelines import _kfp
 
 try:  # `python -m pytest` from the repo root, or the `pytest` script with tests/ on sys.path
-    from tests.test_pipelines import parse_ir
+    from tests.test_pipelines import dataset_uri, parse_ir, run_dirs
 except ImportError:
-    from test_pipelines import parse_ir
+    from test_pipelines import dataset_uri, parse_ir, run_dirs
 
 TINY = ("n_ve=2,shard_size=1,report_max_ves=2,generator.cells=4,generator.spacing=1.0,generator.esd_mean=2.5,"
         "loadcase.strain=0.001,loadcase.increments=2,batch_size=1")
@@ -48,14 +48,14 @@ def local_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     rc = cli.main(["run", "cp_dataset", "--set", TINY, "--runs-dir", str(runs)])
     assert rc == 0
-    (run_dir,) = (runs / "cp_dataset").iterdir()
+    (run_dir,) = run_dirs(runs / "cp_dataset")
     return run_dir
 
 
 def test_run_gathers_results_and_reports(local_run):
     record = json.loads((local_run / "run.json").read_text())
     assert record["status"] == "succeeded"
-    uri = str(local_run / "dataset")
+    uri = dataset_uri(local_run)
     df = cp_runs.read_results(store.join(uri, cp_runs.GATHERED))
     assert df["ve_id"].tolist() == [dataset.ve_id(0), dataset.ve_id(1)]
     assert all(len(s) == 3 for s in df["strain"]) and np.allclose(df["strain"].iloc[0], [0, 5e-4, 1e-3])
@@ -78,20 +78,20 @@ def test_run_gathers_results_and_reports(local_run):
 def test_cp_runs_component_skips_complete_shards(local_run, caplog):
     from components.cp_runs import cp_runs as component
 
-    uri = str(local_run / "dataset")
+    uri = dataset_uri(local_run)
     out = Path(store.join(uri, cp_runs.shard_results_name(1)))
     before = out.stat().st_mtime_ns
     with caplog.at_level("INFO", logger="micropipe.cp_runs"):
         got = component.python_func(dataset_uri=uri, shard_index=1, material="Cu",
                                     loadcase={"strain": 0.001, "increments": 2.0},
-                                    numerics={}, backend="builtin", batch_size=1, device="", threads=1)
+                                    numerics={}, backend="builtin", batch_size=1, device="", threads=1, cells=[])
     assert got == str(out) and out.stat().st_mtime_ns == before
     assert "skipping shard 1" in caplog.text
 
 
 @pytest.mark.slow
 def test_rerun_with_same_dataset_uri_computes_nothing_again(local_run, tmp_path):
-    uri = local_run / "dataset"
+    uri = Path(dataset_uri(local_run))
     shards = [Path(store.join(str(uri), cp_runs.shard_results_name(i))) for i in (0, 1)]
     before = [p.stat().st_mtime_ns for p in shards]
     shards[0].unlink()

@@ -15,6 +15,18 @@ from pipelines import _kfp
 PROFILES = sorted(p.stem for p in _kfp.PROFILES.glob("*.yaml"))
 
 
+def run_dirs(parent: Path) -> list[Path]:
+    """The run directories `micropipe run` made under ``runs/<pipeline>/`` (not its ``data/``), oldest first."""
+    return sorted(p for p in parent.iterdir() if p.name != "data")
+
+
+def dataset_uri(run_dir: Path) -> str:
+    """The dataset URI a `micropipe run` used (recorded in its run.json)."""
+    import json
+
+    return json.loads((run_dir / "run.json").read_text())["params"]["arguments"]["dataset_uri"]
+
+
 def parse_ir(path: Path) -> tuple[pipeline_spec_pb2.PipelineSpec, dict]:
     """Load compiled YAML back through kfp's pipeline-spec protobuf (strict: unknown fields fail)."""
     docs = list(yaml.safe_load_all(path.read_text()))

@@ -1,6 +1,7 @@
 """The ve_generation pipeline end to end on the KFP local runner, and the CLI around it."""
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -10,6 +11,11 @@ from micropipe import cli
 from micropipe.ve import dataset, io
 from micropipe.ve.generator import GeneratorConfig, generate, ve_seed
 
+try:  # `python -m pytest` from the repo root, or the `pytest` script with tests/ on sys.path
+    from tests.test_pipelines import dataset_uri, run_dirs
+except ImportError:
+    from test_pipelines import dataset_uri, run_dirs
+
 TINY = "n_ve=5,shard_size=2,report_max_ves=5,generator.cells=16,generator.spacing=1.0,generator.esd_mean=5.0"
 
 
@@ -18,7 +24,7 @@ def local_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     rc = cli.main(["run", "ve_generation", "--preset", "small", "--set", TINY, "--runs-dir", str(runs)])
     assert rc == 0
-    (run_dir,) = (runs / "ve_generation").iterdir()
+    (run_dir,) = run_dirs(runs / "ve_generation")
     return run_dir
 
 
@@ -35,7 +41,7 @@ def test_run_writes_report_metrics_and_provenance(local_run, capsys):
 
 
 def test_run_dataset_is_complete_and_deterministic(local_run):
-    manifest = dataset.load_manifest(str(local_run / "dataset"))
+    manifest = dataset.load_manifest(dataset_uri(local_run))
     assert manifest["n_ve"] == 5 and len(manifest["shards"]) == 3
     ves = dict(dataset.iter_ves(manifest))
     assert list(ves) == [dataset.ve_id(i) for i in range(5)]
@@ -45,7 +51,7 @@ def test_run_dataset_is_complete_and_deterministic(local_run):
     again = generate(config, rng_seed=ve_seed(0, 3))
     assert again.grain_ids.tobytes() == ves[dataset.ve_id(3)].grain_ids.tobytes()
     assert again.euler.tobytes() == ves[dataset.ve_id(3)].euler.tobytes()
-    with h5py.File(local_run / "dataset" / "shards" / "shard-00001.h5") as f:
+    with h5py.File(Path(dataset_uri(local_run)) / "shards" / "shard-00001.h5") as f:
         prov = json.loads(f.attrs["provenance"])
     assert prov["seed"] == 0 and prov["params"]["ve_range"] == [2, 4]
 
@@ -93,7 +99,7 @@ def test_run_with_dataset_in_s3(s3_server, tmp_path):
     names = [u.rsplit("/", 1)[-1] for u in store.list_files(uri)]
     assert names == ["manifest.json", "shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
     assert dataset.load_manifest(uri)["n_ve"] == 5
-    (run_dir,) = (tmp_path / "ve_generation").iterdir()
+    (run_dir,) = run_dirs(tmp_path / "ve_generation")
     assert not (run_dir / "dataset").exists(), "the dataset went to S3, not into the run directory"
 
 

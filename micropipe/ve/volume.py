@@ -107,3 +107,39 @@ def check_euler_range(euler: np.ndarray, source: str, field: str, tol: float = 1
         raise ValueError(f"{source}: {field} out of range: expected radians with phi1, phi2 in [0, 2pi] and "
                          f"Phi in [0, pi], got min {e.min(axis=0)} max {e.max(axis=0)} "
                          f"(degrees? convert with numpy.radians)")
+
+
+def resample(ve: VolumeElement, cells: tuple[int, int, int] | list[int]) -> VolumeElement:
+    """The same periodic box on another voxel grid (nearest neighbour, ``damask.GeomGrid.scale``).
+
+    Used to solve crystal plasticity on a coarser grid than the VE was generated on (a resolution
+    choice, as in a DAMASK resolution study). Box size, grain orientations and phases are unchanged;
+    grains smaller than the new voxels can vanish from ``grain_ids`` but keep their table rows.
+
+    Parameters
+    ----------
+    ve : VolumeElement
+    cells : sequence of 3 positive int
+        New voxel counts (X, Y, Z).
+
+    Returns
+    -------
+    VolumeElement
+        A new VE with ``grain_ids`` of shape ``cells`` and ``spacing = size / cells``; ``ve`` itself if
+        ``cells`` equals its cells.
+    """
+    import damask
+
+    new = tuple(int(c) for c in cells)
+    if len(new) != 3 or min(new) < 1:
+        raise ValueError(f"cells: expected 3 positive integers (voxels along x, y, z), got {cells!r}")
+    if new == ve.cells:
+        return ve
+    grid = damask.GeomGrid(material=np.asarray(ve.grain_ids, np.int64), size=ve.size).scale(new)
+    phase_ids = None
+    if ve.phase_ids is not None:
+        phase_ids = damask.GeomGrid(material=np.asarray(ve.phase_ids, np.int64), size=ve.size).scale(new).material
+        phase_ids = phase_ids.astype(np.uint8)
+    attrs = {**ve.attrs, "resampled_from_cells": list(ve.cells)}
+    return dataclasses.replace(ve, grain_ids=grid.material.astype(np.int32), spacing=ve.size / np.asarray(new),
+                               phase_ids=phase_ids, attrs=attrs)

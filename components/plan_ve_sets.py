@@ -1,0 +1,11 @@
+from typing import List
+
+from components import component
+
+
+@component
+def plan_ve_sets(sets: dict, generator: dict, seed: int) -> List[str]:
+    """Fan-out items ``'<set>/<shard index>'`` of every shard of seed 003's VE sets (micropipe.ve.sets)."""
+    from micropipe.ve.sets import SetsConfig
+
+    return SetsConfig.from_dict(sets, generator, seed).items()

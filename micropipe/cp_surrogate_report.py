@@ -1,0 +1,273 @@
+"""The cp_surrogate report: every figure and number of seed 003's study, each beside the paper's value."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from micropipe.cp_surrogate import PAPER
+from micropipe.report import Report
+from micropipe.ve.sets import EDGE_CASES, TEXTURE_EDGE_CASES
+
+PAPER_PHI4 = {"train": 0.008, "validation": 0.009, "large_grains": 0.006, "small_grains": 0.072,
+              "elongated": 0.009, "brass": 6e-3, "copper": 6e-3, "cube": 9e-4, "goss": 7e-4}
+"""Seed 003's mean misorientation of reconstructions (§3.2, tables 5 and 6; train/test for ResNet18)."""
+
+N_CURVES = 4
+"""Test VEs whose predicted and true curves are drawn."""
+
+
+@dataclasses.dataclass
+class BuiltReport:
+    report: Report
+    metrics: dict[str, float]
+
+
+def _loss_rows(path: str | Path) -> list[dict[str, float]]:
+    from micropipe.train.vae import read_loss_log
+
+    return read_loss_log(path)
+
+
+def build_report(*, index: Mapping[str, Any], loss_log_path: str | Path, analysis: Mapping[str, Any],
+                 results: pd.DataFrame, evaluation: Mapping[str, Any], preset: str = "") -> BuiltReport:
+    """Assemble the report from the pipeline's artifacts.
+
+    Parameters
+    ----------
+    index : the VE sets' ``sets.json``; loss_log_path : the VAE's loss log CSV; analysis : :func:`analyze`'s
+    record; results : CP results of the CP set; evaluation : :func:`fit_and_save`'s record; preset : its name.
+    """
+    loss = _loss_rows(loss_log_path)
+    ev_train, ev_test = evaluation["evaluation"]["train"], evaluation["evaluation"]["test"]
+    phi4 = analysis["phi4"]
+    clustering = analysis.get("clustering", {})
+    n_conv, n_runs = int(results["converged"].sum()), len(results)
+    sets = index["sets"]
+    first = next(iter(sets.values()))["generator"]
+
+    metrics = {
+        "phi4_train": phi4["train"]["mean"], "phi4_validation": phi4["validation"]["mean"],
+        **{f"phi4_{k}": phi4[k]["mean"] for k in EDGE_CASES if k in phi4},
+        "vae_epochs": float(loss[-1]["epoch"]) if loss else 0.0,
+        "vae_val_loss": float(min(r["val_total"] for r in loss)) if loss else float("nan"),
+        "cp_runs": float(n_runs), "cp_converged": float(n_conv),
+        "surrogate_mse_train": ev_train["mse"], "surrogate_mse_test": ev_test["mse"],
+        "surrogate_mae_MPa_test": ev_test["mae_MPa"], "surrogate_mae_MPa_std_test": ev_test["mae_MPa_std"],
+        "baseline_mae_MPa_test": ev_test["baseline_mae_MPa"], "baseline_mse_test": ev_test["baseline_mse"],
+        "mae_ratio_test": ev_test["mae_ratio"], "skill_test": ev_test["skill"],
+        "inference_s_per_ve": ev_test["inference_s_per_ve"],
+    }
+    if "accuracy" in clustering:
+        metrics["clustering_accuracy"] = clustering["accuracy"]
+
+    rep = Report("CP surrogate report (seed 003)",
+                 subtitle=f"preset {preset or '(arguments)'}: VEs of {'×'.join(map(str, first['cells']))} voxels "
+                          f"({index['lattice']} fundamental zone), {sets['train']['n_ve']} training VEs, "
+                          f"{n_runs} CP runs ({n_conv} converged), surrogate on {len(evaluation['split']['train'])} "
+                          f"/ {len(evaluation['split']['test'])} train/test VEs.")
+    ratio = ev_test["mae_ratio"]
+    verdict = (f"{ratio:.2f}x lower than the baseline's" if ratio >= 1 else
+               f"no better than the baseline (the baseline's is {1 / ratio:.2f}x lower)")
+    rep.section("Summary").text(
+        f"On the test split the surrogate's mean absolute error is {ev_test['mae_MPa']:.3g} MPa against "
+        f"{ev_test['baseline_mae_MPa']:.3g} MPa for the trivial baseline (the training-mean curve for every VE): "
+        f"{verdict}; MSE skill 1 - MSE/MSE_baseline = {ev_test['skill']:.2f}.")
+    rep.table(_metric_rows(metrics, phi4, clustering), "Every metric beside seed 003's (paper: ResNet18, 64³ VEs, "
+                                                       "100k training VEs, 40,000 / 8,401 CP runs).")
+
+    rep.section("VAE training")
+    if loss:
+        rep.figure(_loss_figure(loss), "Loss per epoch: total (negative ELBO per input element), BCE, spectral "
+                                       "(FFT MSE) and KL terms; training and validation.")
+    rep.section("Reconstructions").figure(_slices_figure(analysis["examples"]),
+                                          "Mid-plane z slices of one VE per set: normalised Euler angles "
+                                          "(phi1, Phi, phi2) as RGB; input (left) and reconstruction (right).")
+    rep.table([{"set": k, "VEs": v["n"], "mean phi4": v["mean"], "std": v["std"],
+                "paper": PAPER_PHI4.get(k, "")} for k, v in phi4.items()],
+              "phi4 = 1 - |q1·q2| between input and reconstruction (both in the fundamental zone), mean over "
+              "voxels, then over VEs.")
+
+    rep.section("Latent space").figure(_pca_figure(analysis["pca"]),
+                                       "Fingerprints projected on the first two principal components (fitted on "
+                                       "the training set), by set.")
+    if clustering:
+        rep.text(f"Spectral clustering of the textured edge cases ({', '.join(clustering['classes'])}) on the "
+                 f"{clustering['features']}: accuracy {clustering['accuracy']:.3f} over {clustering['n']} VEs "
+                 f"(paper: {PAPER['clustering_accuracy']}).")
+        rep.table(_confusion_rows(clustering), "Confusion: true texture (rows) against cluster (columns, matched).")
+
+    rep.section("Crystal plasticity").figure(_cp_figure(results), "sigma_zz against strain of every converged CP run "
+                                                                  "of the CP set, and their mean.")
+    rep.text(f"{n_conv} of {n_runs} runs converged. Non-converged runs are excluded from the surrogate, listed "
+             f"below.")
+    if evaluation["excluded"]:
+        rep.table(evaluation["excluded"], "Excluded runs.")
+
+    rep.section("Surrogate")
+    rep.figure(_parity_figure(evaluation), "Parity of predicted against true sigma_zz, every increment of every test "
+                                           "VE.")
+    rep.figure(_curves_figure(evaluation), f"Predicted (dashed) and true (solid) curves of {N_CURVES} test VEs; "
+                                           "the baseline is the training-mean curve.")
+    rep.figure(_mae_figure(evaluation), "Mean absolute error per strain increment on the test split (band: std over "
+                                        "VEs), surrogate and baseline.")
+    rep.figure(_history_figure(evaluation["history"]),
+               f"Surrogate MSE (scaled stress) per epoch; the weights of epoch {evaluation['best_epoch']} (lowest "
+               f"validation MSE) are kept. The validation VEs are held out of the training split; the test split "
+               f"only scores the final model.")
+    rep.section("Provenance").json({"index": {k: index[k] for k in ("lattice", "seed")},
+                                    "sets": {k: {"n_ve": v["n_ve"], "generator": v["generator"]}
+                                             for k, v in sets.items()},
+                                    "surrogate": evaluation.get("provenance", {})})
+    return BuiltReport(rep, {k: float(v) for k, v in metrics.items()})
+
+
+def _metric_rows(metrics: Mapping[str, float], phi4: Mapping[str, Any], clustering: Mapping[str, Any]
+                 ) -> list[dict[str, Any]]:
+    rows = [
+        ("phi4 train (mean misorientation)", metrics["phi4_train"], PAPER["phi4_train"]),
+        ("phi4 validation", metrics["phi4_validation"], PAPER["phi4_test"]),
+        ("clustering accuracy (textures)", metrics.get("clustering_accuracy", ""), PAPER["clustering_accuracy"]),
+        ("surrogate MSE train (scaled)", metrics["surrogate_mse_train"], PAPER["surrogate_mse_train"]),
+        ("surrogate MSE test (scaled)", metrics["surrogate_mse_test"], PAPER["surrogate_mse_test"]),
+        ("surrogate MAE test (MPa)", metrics["surrogate_mae_MPa_test"], PAPER["surrogate_mae_MPa"]),
+        ("  ± std over increments (MPa)", metrics["surrogate_mae_MPa_std_test"], PAPER["surrogate_mae_MPa_std"]),
+        ("baseline MAE test (MPa)", metrics["baseline_mae_MPa_test"], ""),
+        ("baseline MAE / surrogate MAE", metrics["mae_ratio_test"], ""),
+        ("inference time per VE (s)", metrics["inference_s_per_ve"], PAPER["inference_s_per_ve"]),
+        ("CP runs converged", f"{int(metrics['cp_converged'])} / {int(metrics['cp_runs'])}", "48,401 / 50,000"),
+    ]
+    return [{"metric": m, "this run": v, "paper": p} for m, v, p in rows]
+
+
+def _confusion_rows(clustering: Mapping[str, Any]) -> list[dict[str, Any]]:
+    from scipy.optimize import linear_sum_assignment
+
+    t, p = np.asarray(clustering["labels_true"]), np.asarray(clustering["labels_pred"])
+    classes = clustering["classes"]
+    counts = np.array([[np.sum((t == c) & (p == k)) for k in range(len(classes))] for c in range(len(classes))])
+    _, cols = linear_sum_assignment(-counts)
+    return [{"texture": name, **{classes[c]: int(counts[r, cols[c]]) for c in range(len(classes))}}
+            for r, name in enumerate(classes)]
+
+
+def _loss_figure(loss: list[dict[str, float]]):
+    epochs = [r["epoch"] for r in loss]
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3))
+    for ax, term in zip(axes, ("total", "bce", "spectral", "kl"), strict=True):
+        ax.plot(epochs, [r[f"train_{term}"] for r in loss], label="train")
+        ax.plot(epochs, [r[f"val_{term}"] for r in loss], label="validation")
+        ax.set_title(term)
+        ax.set_xlabel("epoch")
+        ax.set_yscale("log" if all(r[f"train_{term}"] > 0 for r in loss) else "linear")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _slices_figure(examples: Mapping[str, Any]):
+    names = list(examples)
+    fig, axes = plt.subplots(2, len(names), figsize=(1.7 * len(names), 3.6), squeeze=False)
+    for k, name in enumerate(names):
+        for row, key in enumerate(("input", "reconstruction")):
+            img = np.clip(np.moveaxis(np.asarray(examples[name][key]), 0, -1), 0, 1)
+            axes[row, k].imshow(np.swapaxes(img, 0, 1), origin="lower", interpolation="nearest")
+            axes[row, k].set_xticks([])
+            axes[row, k].set_yticks([])
+        axes[0, k].set_title(name, fontsize=8)
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("reconstruction")
+    return fig
+
+
+def _pca_figure(pca: Mapping[str, Any]):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    coords = {k: np.asarray(v) for k, v in pca["coords"].items()}
+    for ax, group in zip(axes, (("train", "validation", "large_grains", "small_grains", "elongated", "cp"),
+                                ("train", *TEXTURE_EDGE_CASES)), strict=True):
+        for name in group:
+            if name in coords and coords[name].shape[1] >= 2:
+                c = coords[name]
+                kw = {"s": 6, "alpha": 0.3, "color": "0.6"} if name == "train" else {"s": 12}
+                ax.scatter(c[:, 0], c[:, 1], label=name, **kw)
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        ax.legend(fontsize=7, markerscale=1.5)
+    evr = pca["explained_variance_ratio"]
+    axes[0].set_title(f"morphology (explained variance {sum(evr[:2]):.2f} in 2 PCs)", fontsize=9)
+    axes[1].set_title("texture", fontsize=9)
+    return fig
+
+
+def _cp_figure(results: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ok = results[results["converged"]]
+    for row in ok.itertuples(index=False):
+        ax.plot(np.asarray(row.strain) * 100, np.asarray(row.stress) / 1e6, color="0.7", lw=0.7)
+    if len(ok):
+        n = min(len(s) for s in ok["stress"])
+        ax.plot(np.mean([s[:n] for s in ok["strain"]], axis=0) * 100,
+                np.mean([s[:n] for s in ok["stress"]], axis=0) / 1e6, color="C3", lw=2, label="mean")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("strain (%)")
+    ax.set_ylabel("sigma_zz (MPa)")
+    return fig
+
+
+def _parity_figure(evaluation: Mapping[str, Any]):
+    y, p = np.asarray(evaluation["test_true_Pa"]) / 1e6, np.asarray(evaluation["test_pred_Pa"]) / 1e6
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    ax.scatter(y.ravel(), p.ravel(), s=5, c=np.tile(np.arange(y.shape[1]), len(y)), cmap="viridis")
+    lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("CP sigma_zz (MPa)")
+    ax.set_ylabel("surrogate sigma_zz (MPa)")
+    return fig
+
+
+def _curves_figure(evaluation: Mapping[str, Any]):
+    y, p = np.asarray(evaluation["test_true_Pa"]) / 1e6, np.asarray(evaluation["test_pred_Pa"]) / 1e6
+    strain = np.asarray(evaluation["strain"]) * 100
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    # the lowest, highest and two middle test curves: the seed's Fig. 9b shows extremes and typical VEs
+    order = np.argsort(y[:, -1])
+    picks = sorted(set(order[np.linspace(0, len(order) - 1, min(N_CURVES, len(order))).astype(int)].tolist()))
+    for k, i in enumerate(picks):
+        ax.plot(strain, y[i], color=f"C{k}", label=evaluation["split"]["test"][i])
+        ax.plot(strain, p[i], color=f"C{k}", ls="--")
+    ax.plot(strain, np.asarray(evaluation["baseline_curve_Pa"]) / 1e6, color="k", lw=0.8, ls=":", label="baseline")
+    ax.set_xlabel("strain (%)")
+    ax.set_ylabel("sigma_zz (MPa)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _mae_figure(evaluation: Mapping[str, Any]):
+    ev = evaluation["evaluation"]["test"]
+    k = np.arange(len(ev["mae_MPa_per_increment"]))
+    m, s = np.asarray(ev["mae_MPa_per_increment"]), np.asarray(ev["abs_err_MPa_std_per_increment"])
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot(k, m, label=f"surrogate ({ev['mae_MPa']:.2f} MPa)")
+    ax.fill_between(k, np.maximum(m - s, 0), m + s, alpha=0.25)
+    ax.plot(k, ev["baseline_mae_MPa_per_increment"], label=f"baseline ({ev['baseline_mae_MPa']:.2f} MPa)")
+    ax.set_xlabel("increment")
+    ax.set_ylabel("mean |error| (MPa)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _history_figure(history: list[Mapping[str, float]]):
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot([h["epoch"] for h in history], [h["mse_train"] for h in history], label="train")
+    ax.plot([h["epoch"] for h in history], [h["mse_val"] for h in history], label="validation (part of train)")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (scaled)")
+    ax.legend(fontsize=8)
+    return fig
