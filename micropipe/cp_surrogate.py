@@ -296,7 +296,8 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
               if name in set(fingerprints["set"])}
     out: dict[str, Any] = {"lattice": lattice, "phi4": phi4, "examples": examples,
                            "pca": {"explained_variance_ratio": pca.explained_variance_ratio_.tolist(),
-                                   "coords": coords}}
+                                   "coords": coords},
+                           "tsne": _tsne(fingerprints, [n for n in index["sets"] if n in coords], seed)}
     textures = [t for t in sets.TEXTURE_EDGE_CASES if t in coords]
     if len(textures) >= 2:
         z = np.concatenate([np.asarray(coords[t]) for t in textures])
@@ -307,6 +308,25 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
         out["clustering"] = {"classes": textures, "accuracy": clustering_accuracy(truth, pred),
                              "n": len(z), "labels_true": truth.tolist(), "labels_pred": pred.tolist(),
                              "features": f"first {z.shape[1]} principal components (fitted on train)"}
+    return out
+
+
+def _tsne(fingerprints: pd.DataFrame, names: Sequence[str], seed: int, max_points: int = 2000) -> dict[str, Any]:
+    """2D t-SNE (scikit-learn) of the fingerprints of every set together, at most ``max_points`` of them
+    (the first VEs of each set in proportion); {set: coordinates}."""
+    from sklearn.manifold import TSNE
+
+    per_set = max(1, max_points // max(1, len(names)))
+    parts = {n: matrix(fingerprints, n)[1][:per_set] for n in names}
+    z = np.concatenate(list(parts.values()))
+    if len(z) < 5:
+        return {}
+    xy = TSNE(n_components=2, perplexity=float(min(30, (len(z) - 1) / 3)), random_state=seed,
+              init="pca").fit_transform(z)
+    out, k = {}, 0
+    for n, part in parts.items():
+        out[n] = xy[k:k + len(part)].tolist()
+        k += len(part)
     return out
 
 

@@ -97,6 +97,9 @@ def build_report(*, index: Mapping[str, Any], loss_log_path: str | Path, analysi
     rep.section("Latent space").figure(_pca_figure(analysis["pca"]),
                                        "Fingerprints projected on the first two principal components (fitted on "
                                        "the training set), by set.")
+    if analysis.get("tsne"):
+        rep.figure(_scatter_figure(analysis["tsne"], "t-SNE 1", "t-SNE 2"),
+                   "t-SNE (scikit-learn) of the fingerprints of every set together, by set.")
     if clustering:
         rep.text(f"Spectral clustering of the textured edge cases ({', '.join(clustering['classes'])}) on the "
                  f"{clustering['features']}: accuracy {clustering['accuracy']:.3f} over {clustering['n']} VEs "
@@ -187,8 +190,15 @@ def _slices_figure(examples: Mapping[str, Any]):
 
 
 def _pca_figure(pca: Mapping[str, Any]):
+    fig = _scatter_figure(pca["coords"], "PC 1", "PC 2")
+    evr = pca["explained_variance_ratio"]
+    fig.axes[0].set_title(f"morphology (explained variance {sum(evr[:2]):.2f} in 2 PCs)", fontsize=9)
+    return fig
+
+
+def _scatter_figure(coords_by_set: Mapping[str, Any], xlabel: str, ylabel: str):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    coords = {k: np.asarray(v) for k, v in pca["coords"].items()}
+    coords = {k: np.asarray(v) for k, v in coords_by_set.items()}
     for ax, group in zip(axes, (("train", "validation", "large_grains", "small_grains", "elongated", "cp"),
                                 ("train", *TEXTURE_EDGE_CASES)), strict=True):
         for name in group:
@@ -196,11 +206,10 @@ def _pca_figure(pca: Mapping[str, Any]):
                 c = coords[name]
                 kw = {"s": 6, "alpha": 0.3, "color": "0.6"} if name == "train" else {"s": 12}
                 ax.scatter(c[:, 0], c[:, 1], label=name, **kw)
-        ax.set_xlabel("PC 1")
-        ax.set_ylabel("PC 2")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize=7, markerscale=1.5)
-    evr = pca["explained_variance_ratio"]
-    axes[0].set_title(f"morphology (explained variance {sum(evr[:2]):.2f} in 2 PCs)", fontsize=9)
+    axes[0].set_title("morphology", fontsize=9)
     axes[1].set_title("texture", fontsize=9)
     return fig
 
