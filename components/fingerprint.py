@@ -18,7 +18,7 @@ def fingerprint(vae: Input[Model], dataset_uri: str, device: str, fingerprints: 
     else:
         uris = {"dataset": dataset_uri}
     df = cp_surrogate.fingerprint_sets(vae.path, uris, device=device or None)
-    lattice = cp_surrogate.vae_lattice(cp_surrogate._load_checkpoint(vae.path), vae.path)
+    lattice = cp_surrogate.vae_lattice(vae.path)
     cp_surrogate.write_fingerprints(df, fingerprints.path, vae_path=vae.path, lattice=lattice)
     fingerprints.metadata.update({"n": len(df), "sets": sorted(set(df["set"])), "lattice": lattice,
                                   "dataset_uri": dataset_uri})

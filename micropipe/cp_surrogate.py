@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,7 +173,13 @@ def _digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def vae_lattice(checkpoint: Mapping[str, Any], source: str) -> str:
+def vae_lattice(checkpoint: Mapping[str, Any] | str | Path, source: str | None = None) -> str:
+    """The fundamental zone a VAE was trained on, from its checkpoint (a loaded dict or a path)."""
+    if not isinstance(checkpoint, Mapping):
+        from micropipe.train.checkpoint import load_checkpoint
+
+        source = source or str(checkpoint)
+        checkpoint = load_checkpoint(checkpoint)
     lattice = (checkpoint.get("data") or {}).get("lattice")
     if lattice is None:
         raise ValueError(f"{source}: field 'data.lattice' missing; expected a VAE checkpoint written by "
@@ -192,8 +197,7 @@ def fingerprint_sets(vae_path: str | Path, dataset_uris: Mapping[str, str], *, d
     from micropipe.train import vae
 
     model, _ = vae.load_vae(vae_path, device=device)
-    ckpt = _load_checkpoint(vae_path)
-    lattice = vae_lattice(ckpt, str(vae_path))
+    lattice = vae_lattice(vae_path)
     rows = []
     for name, uri in dataset_uris.items():
         x = VESetTensors(uri, lattice)
@@ -205,12 +209,6 @@ def fingerprint_sets(vae_path: str | Path, dataset_uris: Mapping[str, str], *, d
         rows += [{"set": name, "ve_id": i, "fingerprint": m.astype(np.float32)} for i, m in zip(ids, mu, strict=True)]
         log.info("fingerprinted %d VEs of %s", len(ids), uri)
     return pd.DataFrame(rows, columns=["set", "ve_id", "fingerprint"])
-
-
-def _load_checkpoint(path: str | Path) -> dict[str, Any]:
-    from micropipe.train.checkpoint import load_checkpoint
-
-    return load_checkpoint(path)
 
 
 def write_fingerprints(df: pd.DataFrame, path: str | Path, *, vae_path: str | Path, lattice: str) -> Path:
@@ -526,16 +524,3 @@ def load_predictor(path: str | Path, device: str | None = None) -> Predictor:
         surrogate, scaler, _ = sur.load_surrogate(sur_file, device=device)
     return Predictor(vae=model, surrogate=surrogate, scaler=scaler, lattice=bundle["lattice"],
                      strain=np.asarray(bundle["strain"]), size=int(config.size), device=device)
-
-
-def time_inference(predictor: Predictor, X: np.ndarray, repeats: int = 5) -> float:
-    """Seconds per VE of the surrogate alone on fingerprints ``X`` (best of ``repeats``)."""
-    from micropipe.train import surrogate as sur
-
-    sur.predict(predictor.surrogate, predictor.scaler, X[:1], device=predictor.device)
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        sur.predict(predictor.surrogate, predictor.scaler, X, device=predictor.device)
-        best = min(best, time.perf_counter() - t)
-    return float(best / len(X))
