@@ -19,6 +19,12 @@ BASE_IMAGE = os.environ.get("MICROPIPE_BASE_IMAGE", f"ghcr.io/micropipe/micropip
 TORCH_IMAGE = os.environ.get("MICROPIPE_TORCH_IMAGE", f"ghcr.io/micropipe/micropipe-torch:{__version__}")
 """CUDA image for GPU steps (images/torch)."""
 
+DAMASK_IMAGE = os.environ.get("MICROPIPE_DAMASK_IMAGE", f"ghcr.io/micropipe/micropipe-damask:{__version__}")
+"""The base image plus DAMASK_grid (images/damask): for CP steps run with ``backend='damask'``."""
+
+DREAM3D_IMAGE = os.environ.get("MICROPIPE_DREAM3D_IMAGE", f"ghcr.io/micropipe/micropipe-dream3d:{__version__}")
+"""The base image plus DREAM.3D's PipelineRunner (images/dream3d): for VE steps run with ``backend='dream3d'``."""
+
 component = functools.partial(dsl.component, base_image=BASE_IMAGE, install_kfp_package=False)
 """``@component`` for CPU steps: the base image, no run-time pip install."""
 

@@ -1,4 +1,4 @@
-"""`micropipe` command line: run, compile and submit pipelines, and work with VE datasets.
+"""`micropipe` command line: run, compile, upload and submit pipelines, and work with VE datasets.
 
 Only this module prints; everything else logs. KFP is imported lazily, so `micropipe data ...`
 works without touching the orchestration stack.
@@ -56,21 +56,46 @@ def _parser() -> argparse.ArgumentParser:
                         "arguments>, so a rerun with the same arguments reuses finished outputs")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("compile", help="compile pipelines to KFP IR YAML")
+    s = sub.add_parser("compile", help="compile pipelines to KFP IR YAML and print where each step runs")
     s.add_argument("--pipeline", action="append", default=None, help="pipeline name (default: all)")
     s.add_argument("--profile", default="cpu", help="cluster profile name or YAML path, or 'all' (default: cpu)")
     s.add_argument("--out", default="build/pipelines", help="output directory (default: build/pipelines)")
     s.set_defaults(func=cmd_compile)
 
-    s = sub.add_parser("submit", help="compile and submit a pipeline run to a Kubeflow Pipelines server")
+    s = sub.add_parser("submit", help="compile a pipeline, upload it as a new version and start a run on a "
+                                      "Kubeflow Pipelines server")
     s.add_argument("pipeline")
     s.add_argument("--host", required=True, help="KFP API URL, e.g. https://kubeflow.example/pipeline")
-    s.add_argument("--preset", default="small")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[,...]")
-    s.add_argument("--profile", default="cpu")
-    s.add_argument("--experiment", default="micropipe")
-    s.add_argument("--dry-run", action="store_true", help="print the request instead of sending it")
+    s.add_argument("--preset", default="small", help="preset name (default: small)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[,...]",
+                   help="override preset arguments, as for `run`")
+    s.add_argument("--profile", default="cpu", help="cluster profile name or YAML path (default: cpu)")
+    s.add_argument("--experiment", default="micropipe", help="KFP experiment, created if missing (default: micropipe)")
+    s.add_argument("--namespace", default=None,
+                   help="Kubeflow profile namespace of the pipeline, experiment and run (multi-user installs)")
+    s.add_argument("--out", default="build/pipelines",
+                   help="where the compiled package goes (default: build/pipelines)")
+    s.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the KFP API's health check before giving up (default: 10)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="compile and print the request (never the token) instead of sending it")
     s.set_defaults(func=cmd_submit)
+
+    s = sub.add_parser("upload", help="compile pipelines with one profile and upload each as version VERSION to a "
+                                      "Kubeflow Pipelines server, skipping versions it has (the Helm chart's Job)")
+    s.add_argument("--profile", required=True, help="cluster profile name or YAML path")
+    s.add_argument("--host", required=True,
+                   help="KFP API URL, e.g. http://ml-pipeline.kubeflow.svc.cluster.local:8888")
+    s.add_argument("--version", required=True, help="name of the uploaded versions, e.g. 0.1.0-r2")
+    s.add_argument("--pipeline", action="append", default=None, help="pipeline to upload (default: all)")
+    s.add_argument("--prefix", default="", help="prefix of the pipeline names on the server (default: none)")
+    s.add_argument("--namespace", default=None,
+                   help="Kubeflow profile namespace of the pipelines (multi-user installs; default: shared)")
+    s.add_argument("--out", default="build/pipelines",
+                   help="where the compiled packages go (default: build/pipelines)")
+    s.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the KFP API's health check before giving up (default: 10)")
+    s.set_defaults(func=cmd_upload)
 
     data = sub.add_parser("data", help="VE datasets: generate, inspect, convert").add_subparsers(title="data commands")
     s = data.add_parser("generate", help="generate a VE dataset without KFP (same code as the pipeline)")
@@ -228,43 +253,106 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from pipelines import _kfp
 
     names = args.pipeline or list(pipelines.PIPELINES)
-    profiles = sorted(p.stem for p in _kfp.PROFILES.glob("*.yaml")) if args.profile == "all" else [args.profile]
-    for profile_name in profiles:
-        profile = _kfp.Profile.load(profile_name)
+    for name in names:
+        pipelines.load(name)  # an unknown name fails before anything is written
+    profiles = [_kfp.Profile.load(p) for p in (_kfp.profile_names() if args.profile == "all" else [args.profile])]
+    for profile in profiles:
         for name in names:
-            print(_kfp.compile_pipeline(name, profile, Path(args.out)))
+            path = _kfp.compile_pipeline(name, profile, Path(args.out))
+            print(f"{path}  (profile {profile.name}, pipeline root {profile.pipeline_root})")
+            _print_placement(_kfp.placement(path))
+            print()
     return 0
 
 
+def _print_placement(rows: list[dict[str, Any]]) -> None:
+    """The placement table of one compiled pipeline, as read back from its YAML; '-' where a step has none."""
+    def tol(t: dict[str, Any]) -> str:  # "nvidia.com/gpu Exists NoSchedule", "dedicated=gpu Equal NoSchedule"
+        key = t.get("key", "*") + (f"={t['value']}" if t.get("value") else "")
+        return f"{key} {t.get('operator', 'Equal')} {t.get('effect', '')}".rstrip()
+
+    table = [("step", "class", "image", "cpu req/lim", "mem req/lim", "accelerator", "node selector",
+              "tolerations", "secret env")]
+    for r in rows:
+        acc = r["accelerator"]
+        table.append((
+            r["step"], r["step_class"] or "-", r["image"].rsplit("/", 1)[-1] or "-",
+            f"{r['cpu_request'] or '-'}/{r['cpu_limit'] or '-'}",
+            f"{r['memory_request'] or '-'}/{r['memory_limit'] or '-'}",
+            f"{acc['type']} x{acc['count']}" if acc else "-",
+            ",".join(f"{k}={v}" for k, v in r["node_selector"].items()) or "-",
+            ",".join(tol(t) for t in r["tolerations"]) or "-",
+            ",".join(r["secrets"]) or "-"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for i, row in enumerate(table):
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    import os
-    import tempfile
+    import pipelines
+    from pipelines import _kfp, _server
 
-    from pipelines import _kfp
-
+    module = pipelines.load(args.pipeline)  # unknown name -> the valid ones, before any other work
+    host = _server.check_host(args.host)
     profile = _kfp.Profile.load(args.profile)
     arguments = _arguments(args.pipeline, args.preset, args.set)
     stamp = _kfp.utc_stamp()
     if "dataset_uri" not in arguments:
         if not profile.data_root:
-            raise ValueError(f"profile {profile.name!r} has no data_root; pass SET=dataset_uri=s3://...")
+            raise ValueError(f"profile {profile.name!r} has no data_root; pass --set dataset_uri=s3://...")
         arguments["dataset_uri"] = f"{profile.data_root.rstrip('/')}/{args.pipeline}/{stamp}"
-    with tempfile.TemporaryDirectory() as tmp:
-        package = _kfp.compile_pipeline(args.pipeline, profile, Path(tmp))
-        request = {"host": args.host, "pipeline_package": package.name, "experiment": args.experiment,
-                   "run_name": f"{args.pipeline}-{args.preset}-{stamp}", "pipeline_root": profile.pipeline_root,
-                   "arguments": arguments}
-        if args.dry_run:
-            print(json.dumps(request, indent=1))
-            return 0
-        import kfp
-
-        client = kfp.Client(host=args.host, existing_token=os.environ.get("KFP_TOKEN"))
-        run = client.create_run_from_pipeline_package(
-            str(package), arguments=arguments, run_name=request["run_name"],
-            experiment_name=args.experiment, pipeline_root=profile.pipeline_root or None)
-    print(f"submitted run {run.run_id} to {args.host}")
+    _kfp.check_arguments(module.build(profile), arguments, f"pipeline {args.pipeline}")
+    package = _kfp.compile_pipeline(args.pipeline, profile, Path(args.out))
+    token, token_source = _server.resolve_token()
+    request = {"host": host, "pipeline": module.NAME, "version": f"{micropipe.__version__}-{profile.name}-{stamp}",
+               "package": str(package), "profile": profile.name, "pipeline_root": profile.pipeline_root,
+               "experiment": args.experiment, "namespace": args.namespace,
+               "run_name": f"{args.pipeline}-{args.preset}-{stamp}", "token_source": token_source,
+               "arguments": arguments}
+    if args.dry_run:
+        print(json.dumps(request, indent=1))
+        return 0
+    client = _server.client(host, token, args.namespace, args.timeout)
+    upload = _server.upload_version(client, host, package, module.NAME, request["version"], module.DESCRIPTION,
+                                    namespace=args.namespace)
+    experiment_id, run_id = _server.start_run(
+        client, host, pipeline_id=upload.pipeline_id, version_id=upload.version_id, experiment=args.experiment,
+        run_name=request["run_name"], arguments=arguments, pipeline_root=profile.pipeline_root)
+    print(f"pipeline {module.NAME} version {request['version']} ({upload.version_id}, {upload.outcome})")
+    print(f"submitted run {request['run_name']} ({run_id}) in experiment {args.experiment} ({experiment_id}) "
+          f"to {host}")
     return 0
+
+
+_UPLOADED = {"new pipeline": "new pipeline, version {}", "new version": "new version {}",
+             "exists": "version {} exists already, unchanged"}
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from pipelines import _kfp, _server, _upload
+
+    host = _server.check_host(args.host)
+    if not args.version.strip():
+        raise ValueError(f"--version must not be empty, got {args.version!r}")
+    profile = _kfp.Profile.load(args.profile)
+    packages = _upload.compile_all(profile, args.pipeline, Path(args.out), args.prefix)
+    token, token_source = _server.resolve_token()
+    where = f" in namespace {args.namespace}" if args.namespace else ""
+    print(f"uploading {len(packages)} pipeline(s) compiled with profile {profile.name} to {host} as version "
+          f"{args.version}{where} (token: {token_source})")
+    client = _server.client(host, token, args.namespace, args.timeout)
+    failed = 0
+    for package, result in _upload.upload_all(client, host, packages, args.version, args.namespace):
+        if isinstance(result, Exception):
+            failed += 1
+            print(f"micropipe: error: {result}", file=sys.stderr)
+        else:
+            print(f"{package.name}: {_UPLOADED[result.outcome].format(args.version)} ({result.version_id})")
+    if failed:
+        print(f"micropipe: error: {failed} of {len(packages)} pipeline(s) not uploaded", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # -------------------------------------------------------------------------------------------- data

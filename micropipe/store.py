@@ -703,6 +703,30 @@ def delete_prefix(uri: str | os.PathLike[str]) -> int:
     return len(keys)
 
 
+def make_bucket(uri: str) -> bool:
+    """Create the bucket of ``uri`` (``s3://bucket`` or ``minio://bucket``, any key ignored) if it is missing.
+
+    Returns whether it was created. Setting up storage is the one place that creates buckets (the
+    Helm chart's MinIO bucket Job); everything else treats a missing bucket as a configuration error.
+    """
+    loc = _parse(uri)
+    if isinstance(loc, _Local):
+        raise ValueError(f"make_bucket needs an s3:// or minio:// URI, got {uri!r}")
+
+    def create(client: Minio) -> bool:
+        if client.bucket_exists(loc.bucket):
+            return False
+        try:
+            client.make_bucket(loc.bucket)
+        except S3Error as exc:  # a concurrent creator with the same credentials won the race
+            if exc.code != "BucketAlreadyOwnedByYou":
+                raise
+            return False
+        return True
+
+    return _s3(loc, "create bucket", create)
+
+
 # --------------------------------------------------------------------------- directories
 
 def put_dir(local_dir: str | os.PathLike[str], uri: str | os.PathLike[str], *, max_workers: int = 4) -> list[str]:

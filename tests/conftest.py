@@ -6,9 +6,13 @@ import os
 
 import pytest
 
+from pipelines import _server
+
 try:  # `python -m pytest` from the repo root, or tests/ as a package
+    from tests.kfp_api import fake_kfp
     from tests.s3server import MotoS3
 except ImportError:  # the `pytest` script, tests/ on sys.path through rootdir-less conftest import
+    from kfp_api import fake_kfp
     from s3server import MotoS3
 
 
@@ -35,3 +39,23 @@ def s3_server():
             else:
                 os.environ[name] = value
         server.stop()
+
+
+@pytest.fixture
+def no_kfp_token(monkeypatch, tmp_path):
+    """No ``KFP_TOKEN`` and no token files, whatever machine the tests run on."""
+    monkeypatch.delenv(_server.TOKEN_ENV, raising=False)
+    monkeypatch.setattr(_server, "TOKEN_FILES", ((None, str(tmp_path / "absent")),))
+
+
+@pytest.fixture
+def kfp_api(monkeypatch, tmp_path):
+    """A stand-in for the KFP v2beta1 REST API (:class:`tests.kfp_api.FakeKFP`) on 127.0.0.1.
+
+    Yields ``(server, host)``; the server's ``pipelines``, ``versions``, ``experiments``, ``runs`` and
+    ``requests`` lists show what the client did. ``HOME`` points into ``tmp_path`` because kfp.Client
+    reads ``~/.config/kfp/context.json``.
+    """
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with fake_kfp() as (server, host):
+        yield server, host

@@ -6,13 +6,15 @@ import pytest
 import yaml
 from google.protobuf import json_format
 from kfp import dsl
+from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import pipelines
 from components import component
+from micropipe import cli
 from pipelines import _kfp
 
-PROFILES = sorted(p.stem for p in _kfp.PROFILES.glob("*.yaml"))
+PROFILES = _kfp.profile_names()
 
 
 def run_dirs(parent: Path) -> list[Path]:
@@ -28,14 +30,33 @@ def dataset_uri(run_dir: Path) -> str:
 
 
 def parse_ir(path: Path) -> tuple[pipeline_spec_pb2.PipelineSpec, dict]:
-    """Load compiled YAML back through kfp's pipeline-spec protobuf (strict: unknown fields fail)."""
+    """Load compiled YAML back through kfp's pipeline-spec protobuf (strict: unknown fields fail).
+
+    The platform document's executors are ``Struct``s in ``PlatformSpec``, so each is also parsed into
+    kfp-kubernetes' ``KubernetesExecutorConfig`` to check the Kubernetes fields themselves.
+    """
     docs = list(yaml.safe_load_all(path.read_text()))
     spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
     platform = {}
     if len(docs) > 1:
         json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
         platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        for config in platform.values():
+            json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
     return spec, platform
+
+
+def write_profile(tmp_path: Path, name: str = "custom", base: str = "gpu", **changes) -> Path:
+    """A copy of profile ``base`` with top-level ``changes`` (``None`` deletes the key), as ``<name>.yaml``."""
+    doc = yaml.safe_load((_kfp.PROFILES / f"{base}.yaml").read_text())
+    for key, value in changes.items():
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 def test_profiles_cover_cpu_and_gpu():
@@ -51,12 +72,91 @@ def test_every_pipeline_compiles(tmp_path, name, profile):
     assert spec.deployment_spec
     text = path.read_text()
     assert "pip install" not in text, "components must not pip-install at run time"
-    # Storage credentials are referenced by secret name, never inlined.
-    assert "AWS_SECRET_ACCESS_KEY" in text
-    for executor in platform.values():
-        for ref in executor.get("secretAsEnv", []):
-            assert ref["secretName"] == _kfp.Profile.load(profile).storage_secret["name"]
     assert not list(tmp_path.glob(".*tmp*")), "no temporary files left"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", pipelines.PIPELINES)
+def test_placement_read_back_matches_the_profile(tmp_path, name, profile):
+    """GPU steps carry the profile's accelerator, node selector and tolerations; other steps none of them."""
+    prof = _kfp.Profile.load(profile)
+    path = _kfp.compile_pipeline(name, prof, tmp_path)
+    spec, _ = parse_ir(path)
+    rows = _kfp.placement(path)
+    assert {r["executor"] for r in rows} == set(spec.deployment_spec.fields["executors"].struct_value.fields)
+    for row in rows:
+        cls = row["step_class"]
+        assert cls in _kfp.STEP_CLASSES, row["step"]
+        want = prof.step_classes[cls]
+        assert (row["cpu_request"], row["cpu_limit"]) == (str(want["cpu_request"]), str(want["cpu_limit"]))
+        assert (row["memory_request"], row["memory_limit"]) == (want["memory_request"], want["memory_limit"])
+        if "accelerator_type" in want:
+            assert row["accelerator"] == {"type": want["accelerator_type"], "count": want["accelerator_limit"]}
+        else:
+            assert row["accelerator"] is None, row["step"]
+        assert row["node_selector"] == {k: str(v) for k, v in (want.get("node_selector") or {}).items()}
+        assert row["tolerations"] == [{"operator": "Equal", **t} for t in want.get("tolerations") or []]
+        if cls == "gpu":
+            assert "micropipe-torch" in row["image"], row["step"]
+    placed = [r["step"] for r in rows if r["accelerator"] or r["node_selector"] or r["tolerations"]]
+    if profile == "gpu":
+        assert placed == [r["step"] for r in rows if r["step_class"] == "gpu"]
+        assert bool(placed) == (name != "ve_generation"), "every pipeline but ve_generation has GPU steps"
+    if profile == "cpu":
+        assert not placed
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", pipelines.PIPELINES)
+def test_secrets_referenced_never_inlined(tmp_path, monkeypatch, name, profile):
+    """Every step gets the storage secret by name; credential values in the compiling shell never reach
+    the YAML, and no container sets the credential variables itself."""
+    canaries = {"AWS_ACCESS_KEY_ID": "AKIACANARY0123456789", "AWS_SECRET_ACCESS_KEY": "canary-secret-Zq81x",
+                "MICROPIPE_S3_ENDPOINT": "http://canary-endpoint.invalid:9000", "KFP_TOKEN": "canary-token-77f"}
+    for key, value in canaries.items():
+        monkeypatch.setenv(key, value)
+    prof = _kfp.Profile.load(profile)
+    path = _kfp.compile_pipeline(name, prof, tmp_path)
+    text = path.read_text()
+    for value in [*canaries.values(), "testing"]:  # 'testing': moto's default credentials
+        assert value not in text
+    secret_env = set(prof.storage_secret["keys"].values())
+    spec, _ = parse_ir(path)
+    for executor, body in json_format.MessageToDict(spec.deployment_spec)["executors"].items():
+        inlined = {e["name"] for e in body["container"].get("env", [])} & secret_env
+        assert not inlined, f"{executor} sets {inlined} in the container spec"
+    for row in _kfp.placement(path):
+        assert row["secrets"] == {prof.storage_secret["name"]: prof.storage_secret["keys"]}, row["step"]
+
+
+def test_compile_prints_placement_table(tmp_path, capsys):
+    """`micropipe compile --profile gpu` (what `make compile PROFILE=gpu` runs) shows, for every GPU step,
+    the accelerator, node selector and toleration, and '-' for them on every other step."""
+    assert cli.main(["compile", "--profile", "gpu", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    gpu = _kfp.Profile.load("gpu").step_classes["gpu"]
+    selector = ",".join(f"{k}={v}" for k, v in gpu["node_selector"].items())
+    toleration = "{key} {operator} {effect}".format(**gpu["tolerations"][0])
+    written = sorted(tmp_path.glob("*.gpu.yaml"))
+    assert len(written) == len(pipelines.PIPELINES)
+    for path in written:
+        assert str(path) in out
+        for row in _kfp.placement(path):
+            line = next(ln for ln in out.splitlines() if ln.split()[:2] == [row["step"], row["step_class"]])
+            cells = line.split()
+            if row["step_class"] == "gpu":
+                assert f"{gpu['accelerator_type']} x{gpu['accelerator_limit']}" in line
+                assert selector in cells and toleration in line
+            else:
+                assert "nvidia" not in line and cells[5:8] == ["-", "-", "-"], line
+
+
+def test_compile_rejects_unknown_names_before_writing(tmp_path, capsys):
+    assert cli.main(["compile", "--pipeline", "nope", "--out", str(tmp_path)]) == 2
+    assert "valid pipelines: ve_generation" in capsys.readouterr().err
+    assert cli.main(["compile", "--profile", "nope", "--out", str(tmp_path)]) == 2
+    assert "valid profiles: cpu, gpu" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 @component
@@ -115,10 +215,86 @@ def test_unknown_profile_and_preset_list_valid_ones(tmp_path):
 
 
 def test_bad_profile_field_is_named(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("step_classes:\n  gpu:\n    accelerators: 2\n")
+    gpu = yaml.safe_load((_kfp.PROFILES / "gpu.yaml").read_text())["step_classes"]
+    bad = write_profile(tmp_path, "bad", step_classes={**gpu, "gpu": {**gpu["gpu"], "accelerators": 2}})
     with pytest.raises(ValueError, match=r"bad.yaml: step_classes.gpu has unknown key\(s\) accelerators"):
         _kfp.Profile.load(str(bad))
+
+
+def _gpu_class(**changes):
+    doc = yaml.safe_load((_kfp.PROFILES / "gpu.yaml").read_text())["step_classes"]
+    doc["gpu"] = {k: v for k, v in {**doc["gpu"], **changes}.items() if v is not None}
+    return doc
+
+
+BAD_PROFILES = {
+    "missing pipeline_root": ({"pipeline_root": None}, r"missing required field\(s\) pipeline_root"),
+    "missing step_classes": ({"step_classes": None}, r"missing required field\(s\) step_classes"),
+    "missing gpu class": ({"step_classes": {"light": {}, "cpu": {}}}, r"'step_classes' is missing class\(es\) gpu"),
+    "local pipeline_root": ({"pipeline_root": "/tmp/artifacts"}, r"'pipeline_root' must be an object-store URI"),
+    "empty bucket": ({"data_root": "s3://"}, r"'data_root' must be an object-store URI"),
+    "parallelism 0": ({"parallelism": 0}, r"'parallelism' must be a positive integer"),
+    "type without limit": ({"step_classes": _gpu_class(accelerator_limit=None)},
+                           r"step_classes.gpu: accelerator_type and accelerator_limit go together"),
+    "limit without type": ({"step_classes": _gpu_class(accelerator_type=None)},
+                           r"step_classes.gpu: accelerator_type and accelerator_limit go together"),
+    "fractional gpu": ({"step_classes": _gpu_class(accelerator_limit=0.5)},
+                       r"step_classes.gpu.accelerator_limit must be a positive integer"),
+    "memory unit": ({"step_classes": _gpu_class(memory_limit="64GB")},
+                    r"step_classes.gpu.memory_limit must be a memory quantity"),
+    "cpu unit": ({"step_classes": _gpu_class(cpu_request="8 cores")},
+                 r"step_classes.gpu.cpu_request must be a CPU quantity"),
+    "toleration effect": ({"step_classes": _gpu_class(tolerations=[{"key": "a", "effect": "NoRun"}])},
+                          r"step_classes.gpu.tolerations\[0\].effect must be one of"),
+    "toleration not a list": ({"step_classes": _gpu_class(tolerations={"key": "a", "effect": "NoSchedule"})},
+                              r"step_classes.gpu.tolerations must be a list"),
+    "exists with value": ({"step_classes": _gpu_class(tolerations=[{"key": "a", "operator": "Exists", "value": "b",
+                                                                    "effect": "NoSchedule"}])},
+                          r"tolerations\[0\]: operator Exists takes no value"),
+    "secret without keys": ({"storage_secret": {"name": "s3"}}, r"'storage_secret' must be a mapping with exactly"),
+    "secret env name": ({"storage_secret": {"name": "s3", "keys": {"secretkey": "AWS SECRET"}}},
+                        r"'storage_secret'.keys.secretkey must be an env var name"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PROFILES)
+def test_bad_profile_names_file_and_key(tmp_path, case):
+    changes, message = BAD_PROFILES[case]
+    path = write_profile(tmp_path, "mine", **changes)
+    with pytest.raises(ValueError, match=message) as err:
+        _kfp.Profile.load(str(path))
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_profile_not_a_mapping_or_not_yaml(tmp_path):
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match=r"list.yaml: expected a mapping of profile fields"):
+        _kfp.Profile.load(str(tmp_path / "list.yaml"))
+    (tmp_path / "broken.yaml").write_text("pipeline_root: [\n")
+    with pytest.raises(ValueError, match=r"broken.yaml: not valid YAML"):
+        _kfp.Profile.load(str(tmp_path / "broken.yaml"))
+
+
+def test_profile_from_a_path_compiles_with_an_empty_step_class(tmp_path):
+    """A copied profile with `gpu:` left empty is valid: GPU steps get default placement."""
+    path = write_profile(tmp_path, "laptop-cluster", base="cpu",
+                         step_classes={"light": None, "cpu": {"cpu_limit": "2"}, "gpu": None})
+    prof = _kfp.Profile.load(str(path))
+    assert prof.name == "laptop-cluster" and prof.step_classes["gpu"] == {}
+    out = _kfp.compile_pipeline("gan_homogenization", prof, tmp_path / "out")
+    assert out.name == "gan_homogenization.laptop-cluster.yaml"
+    rows = _kfp.placement(out)
+    assert {r["cpu_limit"] for r in rows if r["step_class"] == "cpu"} == {"2"}
+    assert not any(r["accelerator"] or r["cpu_limit"] for r in rows if r["step_class"] == "gpu")
+
+
+def test_unquoted_boolean_node_selector_is_a_lowercase_label(tmp_path):
+    gpu = yaml.safe_load((_kfp.PROFILES / "gpu.yaml").read_text())["step_classes"]
+    path = tmp_path / "bool.yaml"
+    path.write_text(yaml.safe_dump({"pipeline_root": "s3://b/root", "step_classes": {
+        **gpu, "gpu": {**gpu["gpu"], "node_selector": {"nvidia.com/gpu.present": True}}}}))
+    out = _kfp.compile_pipeline("gan_homogenization", _kfp.Profile.load(str(path)), tmp_path)
+    assert {r["node_selector"].get("nvidia.com/gpu.present") for r in _kfp.placement(out)} == {"true", None}
 
 
 def test_overrides_parse_nested_and_lists():

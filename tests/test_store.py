@@ -444,3 +444,12 @@ def test_unreachable_endpoint(monkeypatch, caplog):
     message = str(info.value)
     assert f"http://127.0.0.1:{closed}" in message and "MICROPIPE_S3_ENDPOINT" in message
     assert "3 attempt" in message and "\n" not in message
+
+
+def test_make_bucket_creates_once_then_reports_existing(s3_server):
+    name = f"mk-{os.getpid()}-{abs(hash(s3_server.endpoint)) % 10**6}"
+    assert store.make_bucket(f"s3://{name}") is True
+    assert store.make_bucket(f"minio://{name}/ignored/key") is False
+    assert store.exists(f"s3://{name}")
+    with pytest.raises(ValueError, match="s3:// or minio://"):
+        store.make_bucket("/tmp/not-a-bucket")
