@@ -16,6 +16,7 @@ SET      ?=
 PROFILE  ?=
 KFP_HOST ?=
 EXPERIMENT ?=
+NAMESPACE ?=
 DRY_RUN  ?=
 PYTEST_ARGS ?=
 IMAGES   ?=
@@ -29,6 +30,7 @@ help:
 	@echo "make compile [PROFILE=cpu|gpu]                                IR YAML -> build/pipelines/ (default: every profile)"
 	@echo "make submit PIPELINE=<name> KFP_HOST=<url> [PRESET=paper]     submit to a cluster"
 	@echo "            [PROFILE=gpu] [EXPERIMENT=<name>] [DRY_RUN=1]     token: KFP_TOKEN or in-cluster"
+	@echo "            [NAMESPACE=<profile namespace>]                   multi-user Kubeflow"
 	@echo "make images [IMAGES=\"base damask\"] [BUILD_ARGS=\"K=V ...\"]     container images (docker, podman or buildah)"
 	@echo "make lint | make bench | make test-slow | make clean"
 
@@ -61,8 +63,8 @@ compile: $(STAMP)
 	$(BIN)/micropipe compile --profile $(or $(PROFILE),all) --out build/pipelines
 
 submit: $(STAMP)
-	@if [ -z "$(PIPELINE)" ] || [ -z "$(KFP_HOST)" ]; then echo "usage: make submit PIPELINE=<name> KFP_HOST=<url> [PRESET=paper] [PROFILE=gpu] [EXPERIMENT=<name>] [DRY_RUN=1]"; exit 2; fi
-	$(BIN)/micropipe submit $(PIPELINE) --host $(KFP_HOST) --preset $(PRESET) --profile $(or $(PROFILE),cpu) $(if $(SET),--set '$(SET)') $(if $(EXPERIMENT),--experiment '$(EXPERIMENT)') $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+	@if [ -z "$(PIPELINE)" ] || [ -z "$(KFP_HOST)" ]; then echo "usage: make submit PIPELINE=<name> KFP_HOST=<url> [PRESET=paper] [PROFILE=gpu] [EXPERIMENT=<name>] [NAMESPACE=<ns>] [DRY_RUN=1]"; exit 2; fi
+	$(BIN)/micropipe submit $(PIPELINE) --host $(KFP_HOST) --preset $(PRESET) --profile $(or $(PROFILE),cpu) $(if $(SET),--set '$(SET)') $(if $(EXPERIMENT),--experiment '$(EXPERIMENT)') $(if $(NAMESPACE),--namespace '$(NAMESPACE)') $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 lint: $(STAMP)
 	$(BIN)/ruff check micropipe components pipelines tests benchmarks

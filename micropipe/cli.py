@@ -27,13 +27,35 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+        return rc
+    except BrokenPipeError:
+        return _stdout_closed()
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         # One clear line for bad input; tracebacks only with --verbose.
         if args.verbose:
             raise
         print(f"micropipe: error: {err}", file=sys.stderr)
         return 2
+
+
+SIGPIPE_EXIT = 141
+"""Exit status when the reader of stdout went away (`micropipe compile | head`): 128 + SIGPIPE, as a shell reports
+a program killed by it."""
+
+
+def _stdout_closed() -> int:
+    """Quiet exit after a ``BrokenPipeError``: stdout goes to /dev/null, so the interpreter's final flush of the
+    unwritten rest raises nothing (the recipe of the Python docs, "Note on SIGPIPE")."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file descriptor (captured); nothing to silence
+        pass
+    return SIGPIPE_EXIT
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -204,8 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = (Path(args.runs_dir) / args.pipeline / _kfp.utc_stamp()).resolve()
     if "dataset_uri" not in arguments:
         arguments["dataset_uri"] = args.dataset_uri or str(_default_dataset_dir(args, arguments))
-    if "preset" in _kfp.pipeline_parameters(args.pipeline) and "preset" not in arguments:
-        arguments["preset"] = args.preset  # pipelines with a 'preset' parameter name it in their report
+    arguments = _with_preset(args.pipeline, args.preset, arguments)
     record = provenance.record(seed=arguments.get("seed"), step=f"run.{args.pipeline}",
                                params={"preset": args.preset, "arguments": arguments})
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +246,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run dir: {run_dir}")
     _print_metrics(metrics)
     return 0
+
+
+def _with_preset(pipeline: str, preset: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` with ``preset`` added when the pipeline declares a ``preset`` parameter (it names the preset
+    in its report) and ``--set`` gave none; ``run`` and ``submit`` pass the same."""
+    from pipelines import _kfp
+
+    if "preset" in _kfp.pipeline_parameters(pipeline) and "preset" not in arguments:
+        return {**arguments, "preset": preset}
+    return arguments
 
 
 def _default_dataset_dir(args: argparse.Namespace, arguments: dict[str, Any]) -> Path:
@@ -259,7 +290,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     for profile in profiles:
         for name in names:
             path = _kfp.compile_pipeline(name, profile, Path(args.out))
-            print(f"{path}  (profile {profile.name}, pipeline root {profile.pipeline_root})")
+            root = _kfp.default_pipeline_root(path) or "none: the KFP install's default"
+            print(f"{path}  (profile {profile.name}, pipeline root {root})")
             _print_placement(_kfp.placement(path))
             print()
     return 0
@@ -303,6 +335,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if not profile.data_root:
             raise ValueError(f"profile {profile.name!r} has no data_root; pass --set dataset_uri=s3://...")
         arguments["dataset_uri"] = f"{profile.data_root.rstrip('/')}/{args.pipeline}/{stamp}"
+    arguments = _with_preset(args.pipeline, args.preset, arguments)
     _kfp.check_arguments(module.build(profile), arguments, f"pipeline {args.pipeline}")
     package = _kfp.compile_pipeline(args.pipeline, profile, Path(args.out))
     token, token_source = _server.resolve_token()

@@ -285,7 +285,11 @@ LOCAL = Profile(name="local", parallelism=max(1, os.cpu_count() or 1))
 # ------------------------------------------------------------------------------------------ compile
 def compile_pipeline(pipeline: str, profile: Profile, out_dir: Path) -> Path:
     """Compile ``pipeline`` with ``profile`` to ``out_dir/<pipeline>.yaml`` (``<pipeline>.<profile>.yaml``
-    for profiles other than ``cpu``)."""
+    for profiles other than ``cpu``).
+
+    The profile's ``pipeline_root`` is the package's ``defaultPipelineRoot`` (each pipeline passes it to
+    ``dsl.pipeline``), so a run started from the KFP UI keeps its artifacts there too.
+    """
     from pipelines import load
 
     module = load(pipeline)
@@ -297,6 +301,13 @@ def compile_pipeline(pipeline: str, profile: Profile, out_dir: Path) -> Path:
     compiler.Compiler().compile(func, str(tmp), pipeline_name=module.NAME)
     os.replace(tmp, path)
     return path
+
+
+def default_pipeline_root(path: Path) -> str:
+    """The ``defaultPipelineRoot`` of the compiled pipeline at ``path`` ('' if it has none): where KFP keeps the
+    artifacts of a run started without a pipeline root of its own, e.g. from the UI."""
+    spec = next(d for d in yaml.safe_load_all(Path(path).read_text()) if d)
+    return spec.get("defaultPipelineRoot", "")
 
 
 def placement(path: Path) -> list[dict[str, Any]]:

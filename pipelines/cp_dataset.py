@@ -1,6 +1,6 @@
 """cp_dataset: VE generation, then crystal plasticity of every VE (seed 003 §2.3), gathered into one Parquet file.
 
-ve_generation [sub-pipeline] -> plan_shards -> ParallelFor(cp_runs) [sub-pipeline] -> gather_cp_results
+ve_generation [sub-pipeline] -> plan_dataset_shards -> ParallelFor(cp_runs) [sub-pipeline] -> gather_cp_results
 -> cp_report
 
 The CP fan-out runs after the VE dataset is gathered and reads its shards from the dataset URI; each
@@ -17,7 +17,7 @@ from kfp import dsl
 from components.cp_report import cp_report
 from components.cp_runs import cp_runs
 from components.gather_cp_results import gather_cp_results
-from components.plan_shards import plan_shards
+from components.plan_dataset_shards import plan_dataset_shards
 from pipelines import ve_generation
 from pipelines._kfp import Profile
 
@@ -37,17 +37,27 @@ def solver_threads(profile: Profile) -> int:
     return 0
 
 
-def build(profile: Profile):
-    generate_ves = ve_generation.build(profile)
+def cp_fanout(profile: Profile):
+    """Sub-pipeline ``(dataset_uri, material, loadcase, numerics, backend, batch_size, device, cells)``: one
+    ``cp_runs`` task per shard of a gathered VE dataset (shards read from its manifest), ``parallelism`` from the
+    profile, placed as a ``gpu`` step. Shared by ``cp_dataset`` and ``cp_surrogate``."""
 
-    @dsl.pipeline(name="cp-dataset-shards", description="Fan-out: one CP task per VE shard.")
-    def run_shards(dataset_uri: str, n_ve: int, shard_size: int, material: str, loadcase: dict, numerics: dict,
-                   backend: str, batch_size: int, device: str, cells: list):
-        plan = profile.place(plan_shards(n_items=n_ve, shard_size=shard_size), "light")
+    @dsl.pipeline(name="cp-runs-shards", description="Fan-out: one CP task per shard of a VE dataset.")
+    def run_shards(dataset_uri: str, material: str, loadcase: dict, numerics: dict, backend: str, batch_size: int,
+                   device: str, cells: list):
+        plan = profile.place(plan_dataset_shards(dataset_uri=dataset_uri), "light")
         with dsl.ParallelFor(plan.output, parallelism=profile.parallelism) as shard_index:
             profile.place(cp_runs(dataset_uri=dataset_uri, shard_index=shard_index, material=material,
                                   loadcase=loadcase, numerics=numerics, backend=backend, batch_size=batch_size,
                                   device=device, threads=solver_threads(profile), cells=cells), "gpu")
+
+    return run_shards
+
+
+def build(profile: Profile):
+    generate_ves = ve_generation.build(profile)
+
+    run_shards = cp_fanout(profile)
 
     class Outputs(NamedTuple):
         report: dsl.HTML
@@ -56,7 +66,7 @@ def build(profile: Profile):
         ve_report: dsl.HTML
         dataset: dsl.Dataset
 
-    @dsl.pipeline(name=NAME, description=DESCRIPTION)
+    @dsl.pipeline(name=NAME, description=DESCRIPTION, pipeline_root=profile.pipeline_root)
     def cp_dataset(dataset_uri: str, n_ve: int = 8, shard_size: int = 4, seed: int = 0,
                    generator: dict = {"cells": 16, "spacing": 1.0, "esd_mean": 6.0},  # noqa: B006
                    ve_backend: str = "builtin", report_max_ves: int = 8, material: str = "Cu",
@@ -65,7 +75,7 @@ def build(profile: Profile):
                    cp_cells: list = []) -> Outputs:  # noqa: B006
         ves = generate_ves(dataset_uri=dataset_uri, n_ve=n_ve, shard_size=shard_size, seed=seed,
                            generator=generator, backend=ve_backend, report_max_ves=report_max_ves)
-        shards = run_shards(dataset_uri=dataset_uri, n_ve=n_ve, shard_size=shard_size, material=material,
+        shards = run_shards(dataset_uri=dataset_uri, material=material,
                             loadcase=loadcase, numerics=numerics, backend=cp_backend, batch_size=batch_size,
                             device=device, cells=cp_cells).after(ves)
         gathered = profile.place(gather_cp_results(dataset_uri=dataset_uri), "light").after(shards)

@@ -17,18 +17,16 @@ from typing import NamedTuple
 from kfp import dsl
 
 from components.analyze_vae import analyze_vae
-from components.cp_runs import cp_runs
 from components.fingerprint import fingerprint
 from components.fit_surrogate import fit_surrogate
 from components.gather_cp_results import gather_cp_results
 from components.gather_ve_sets import gather_ve_sets
 from components.generate_set_shard import generate_set_shard
-from components.plan_dataset_shards import plan_dataset_shards
 from components.plan_ve_sets import plan_ve_sets
 from components.surrogate_report import surrogate_report
 from components.train_vae import train_vae
 from pipelines._kfp import Profile
-from pipelines.cp_dataset import solver_threads
+from pipelines.cp_dataset import cp_fanout
 
 NAME = "cp-surrogate"
 DESCRIPTION = ("Seed 003: 3D ResNet VAE fingerprints of polycrystal VEs, crystal plasticity of Mg VEs, and the "
@@ -44,14 +42,7 @@ def build(profile: Profile):
             profile.place(generate_set_shard(dataset_uri=dataset_uri, item=item, sets=sets, generator=generator,
                                              seed=seed, backend=backend), "cpu")
 
-    @dsl.pipeline(name="cp-surrogate-cp", description="Fan-out: one CP task per shard of the CP set.")
-    def run_cp(cp_uri: str, material: str, loadcase: dict, numerics: dict, backend: str, batch_size: int,
-               device: str, cells: list):
-        plan = profile.place(plan_dataset_shards(dataset_uri=cp_uri), "light")
-        with dsl.ParallelFor(plan.output, parallelism=profile.parallelism) as shard_index:
-            profile.place(cp_runs(dataset_uri=cp_uri, shard_index=shard_index, material=material,
-                                  loadcase=loadcase, numerics=numerics, backend=backend, batch_size=batch_size,
-                                  device=device, threads=solver_threads(profile), cells=cells), "gpu")
+    run_cp = cp_fanout(profile)
 
     class Outputs(NamedTuple):
         report: dsl.HTML
@@ -62,7 +53,7 @@ def build(profile: Profile):
         fingerprints: dsl.Dataset
         cp_results: dsl.Dataset
 
-    @dsl.pipeline(name=NAME, description=DESCRIPTION)
+    @dsl.pipeline(name=NAME, description=DESCRIPTION, pipeline_root=profile.pipeline_root)
     def cp_surrogate(dataset_uri: str, seed: int = 0,
                      generator: dict = {"cells": 16, "spacing": 0.7, "esd_mean": 5.78, "esd_sigma": 0.1,  # noqa: B006
                                         "lattice": "hP"},
@@ -83,7 +74,7 @@ def build(profile: Profile):
                                              backend=ve_backend), "light").after(shards)
         trained = profile.place(train_vae(dataset_uri=dataset_uri, model=vae, train=vae_train, device=device),
                                 "gpu").after(index)
-        cp = run_cp(cp_uri=index.outputs["cp_uri"], material=material, loadcase=loadcase, numerics=numerics,
+        cp = run_cp(dataset_uri=index.outputs["cp_uri"], material=material, loadcase=loadcase, numerics=numerics,
                     backend=cp_backend, batch_size=batch_size, device=device, cells=cp_cells)
         results = profile.place(gather_cp_results(dataset_uri=index.outputs["cp_uri"]), "light").after(cp)
         prints = profile.place(fingerprint(vae=trained.outputs["vae"], dataset_uri=dataset_uri, device=device),

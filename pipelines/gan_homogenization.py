@@ -25,7 +25,7 @@ def build(profile: Profile):
         metrics: dsl.Metrics
         generator: dsl.Model
 
-    @dsl.pipeline(name=NAME, description=DESCRIPTION)
+    @dsl.pipeline(name=NAME, description=DESCRIPTION, pipeline_root=profile.pipeline_root)
     def gan_homogenization(dataset_uri: str, source: str = "spheres", n_train: int = 64, size: int = 32,
                            seed: int = 0, radius: float = 4.0, volume_fraction: float = 0.2, volume_uri: str = "",
                            threshold: float = -1.0, model: str = "small",

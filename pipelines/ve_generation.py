@@ -37,7 +37,7 @@ def build(profile: Profile):
         metrics: dsl.Metrics
         dataset: dsl.Dataset
 
-    @dsl.pipeline(name=NAME, description=DESCRIPTION)
+    @dsl.pipeline(name=NAME, description=DESCRIPTION, pipeline_root=profile.pipeline_root)
     def ve_generation(dataset_uri: str, n_ve: int = 24, shard_size: int = 8, seed: int = 0,
                       generator: dict = {"cells": 32}, backend: str = "builtin",  # noqa: B006
                       report_max_ves: int = 200) -> Outputs:

@@ -89,7 +89,10 @@ VALUE_SETS = {
     "gpu-multiuser-token": {"upload": {"profile": "gpu", "multiUser": True, "pipelines": ["cp_surrogate"],
                                        "tokenSecret": {"name": "kfp-token"}, "namePrefix": "lab "},
                             "imagePullSecrets": ["ghcr-pull"],
-                            "image": {"digest": "sha256:" + "a" * 64}},
+                            "image": {"digest": "sha256:" + "a" * 64},
+                            "componentImages": {"base": "registry.example.org:5000/ml/micropipe-base:0.1.0-lab",
+                                                "torch": "registry.example.org:5000/ml/micropipe-torch@sha256:"
+                                                         + "b" * 64}},
     "inline-credentials": {"storage": {"create": True, **DEV_CREDS}},
 }
 
@@ -158,6 +161,9 @@ BAD_VALUES = [
     ("profiles:\n  gpu:\n    step_classes:\n      gpu:\n        memory_limit: 64 gigabytes\n",
      "/profiles/gpu/step_classes/gpu/memory_limit", "64 gigabytes"),
     ("upload:\n  pipelines: [ve_generation, nope]\n", "/upload/pipelines/1", "nope"),
+    ("componentImages:\n  torch: registry.example.org/ml/micropipe-torch latest\n", "/componentImages/torch",
+     "latest"),
+    ("componentImages:\n  cuda: registry.example.org/ml/micropipe-torch:0.1.0\n", "cuda", "cuda"),
     ("minio:\n  image:\n    digest: md5:abc\n", "/minio/image/digest", "md5:abc"),
     ("securityContext:\n  runAsUser: 0\n", "/securityContext/runAsUser", "0"),
     ("profiles:\n  cpu: null\n  gpu: null\n", "/profiles", "minProperties"),
@@ -339,6 +345,24 @@ def test_default_upload_image_is_the_app_version(rendered_sets):
     container = _upload_job(rendered_sets["default"])["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == f"ghcr.io/micropipe/micropipe-base:{micropipe.__version__}"
     assert "--namespace" not in container["args"] and "KFP_TOKEN" not in str(container["env"])
+    assert not [e for e in container["env"] if e["name"].endswith("_IMAGE")], "empty componentImages: defaults"
+
+
+def test_component_images_reach_the_upload_job_as_the_variables_components_read(chart, rendered_sets):
+    """componentImages.<name> becomes MICROPIPE_<NAME>_IMAGE in the upload Job, the variable components/__init__.py
+    reads when the Job compiles (tests/test_pipelines.py checks that compiling with it changes the step images);
+    empty entries set nothing, so the package default applies."""
+    container = _upload_job(rendered_sets["gpu-multiuser-token"])["spec"]["template"]["spec"]["containers"][0]
+    images = {e["name"]: e["value"] for e in container["env"] if e["name"].endswith("_IMAGE")}
+    wanted = VALUE_SETS["gpu-multiuser-token"]["componentImages"]
+    assert images == {f"MICROPIPE_{name.upper()}_IMAGE": ref for name, ref in wanted.items()}
+    source = (ROOT / "components" / "__init__.py").read_text()
+    read = set(re.findall(r'os\.environ\.get\("(MICROPIPE_\w+_IMAGE)"', source))
+    assert read == {f"MICROPIPE_{name.upper()}_IMAGE" for name in default_values()["componentImages"]}
+    notes = render(chart, VALUE_SETS["gpu-multiuser-token"])[f"{CHART.name}/templates/NOTES.txt"]
+    assert f"torch: {wanted['torch']}" in notes and f"base: {wanted['base']}" in notes
+    notes = render(chart)[f"{CHART.name}/templates/NOTES.txt"]
+    assert f"torch: ghcr.io/micropipe/micropipe-torch:{micropipe.__version__}" in notes
 
 
 # ----------------------------------------------------------------------------- least privilege, pods

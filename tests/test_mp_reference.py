@@ -98,7 +98,9 @@ def test_cube_symmetry_and_gamma_accumulates_abs_rate(cube):
     gamma = res["gamma_sl"][-1]
     active = gamma > 1e-6
     assert active.sum() == 8  # [001] tension: 8 {111}<110> systems with Schmid factor 1/sqrt(6), 4 with 0
-    np.testing.assert_allclose(gamma[active], gamma[active].mean(), rtol=1e-8)
+    # equal to the Newton tolerance, not to round-off: the finite-difference Jacobian (h=1e-7) and the 1e-10
+    # stress tolerance leave the two groups of four systems ~3e-8 apart on some BLAS builds (CI measured 2.8e-8)
+    np.testing.assert_allclose(gamma[active], gamma[active].mean(), rtol=1e-6)
     assert gamma[~active].max() < 1e-12
     assert np.all(np.diff(res["xi_sl"][:, active], axis=0) > 0.0)
     # plastic strain rate along z: sum over active systems of m |gdot| = 1e-3/s minus the elastic part

@@ -1,5 +1,9 @@
 """Every pipeline compiles with every profile; placement comes from the profile; YAML parses back."""
 
+import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,7 @@ from micropipe import cli
 from pipelines import _kfp
 
 PROFILES = _kfp.profile_names()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_dirs(parent: Path) -> list[Path]:
@@ -66,10 +71,14 @@ def test_profiles_cover_cpu_and_gpu():
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("name", pipelines.PIPELINES)
 def test_every_pipeline_compiles(tmp_path, name, profile):
-    path = _kfp.compile_pipeline(name, _kfp.Profile.load(profile), tmp_path)
+    prof = _kfp.Profile.load(profile)
+    path = _kfp.compile_pipeline(name, prof, tmp_path)
     spec, platform = parse_ir(path)
     assert spec.pipeline_info.name == pipelines.load(name).NAME
     assert spec.deployment_spec
+    # The profile's pipeline root is in the package, so a run started from the KFP UI uses it too.
+    assert prof.pipeline_root and spec.default_pipeline_root == prof.pipeline_root
+    assert _kfp.default_pipeline_root(path) == prof.pipeline_root
     text = path.read_text()
     assert "pip install" not in text, "components must not pip-install at run time"
     assert not list(tmp_path.glob(".*tmp*")), "no temporary files left"
@@ -149,6 +158,58 @@ def test_compile_prints_placement_table(tmp_path, capsys):
                 assert selector in cells and toleration in line
             else:
                 assert "nvidia" not in line and cells[5:8] == ["-", "-", "-"], line
+
+
+def test_profile_without_pipeline_root_leaves_the_install_default(tmp_path, capsys):
+    """A profile built in code with no pipeline root (files must name one) writes no defaultPipelineRoot, and
+    the compile header says so instead of naming a root the package does not carry."""
+    prof = dataclasses.replace(_kfp.Profile.load("cpu"), pipeline_root="")
+    path = _kfp.compile_pipeline("gan_homogenization", prof, tmp_path)
+    assert "defaultPipelineRoot" not in path.read_text()
+    assert _kfp.default_pipeline_root(path) == ""
+    assert parse_ir(path)[0].default_pipeline_root == ""
+    assert cli.main(["compile", "--pipeline", "gan_homogenization", "--profile", "gpu", "--out", str(tmp_path)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    gpu = _kfp.Profile.load("gpu")
+    assert header == f"{tmp_path / 'gan_homogenization.gpu.yaml'}  (profile gpu, pipeline root {gpu.pipeline_root})"
+
+
+def test_image_variables_at_compile_time_set_the_step_images(tmp_path):
+    """MICROPIPE_BASE_IMAGE / MICROPIPE_TORCH_IMAGE (what the chart's componentImages become) are read when
+    components is imported, so compile in a fresh interpreter with them set: CPU steps get the base image,
+    GPU-capable steps the torch image, and the package defaults appear nowhere."""
+    base = "registry.example.org/ml/micropipe-base:test-1"
+    torch = "registry.example.org/ml/micropipe-torch@sha256:" + "c" * 64
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPIPE_")}
+    env.update(MICROPIPE_BASE_IMAGE=base, MICROPIPE_TORCH_IMAGE=torch)
+    proc = subprocess.run([sys.executable, "-m", "micropipe", "compile", "--pipeline", "gan_homogenization",
+                           "--profile", "gpu", "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / "gan_homogenization.gpu.yaml"
+    rows = _kfp.placement(path)
+    assert {r["image"] for r in rows if r["step_class"] == "gpu"} == {torch}
+    assert {r["image"] for r in rows} == {base, torch}
+    assert "ghcr.io/micropipe" not in path.read_text()
+    assert "micropipe-torch@sha256:" in proc.stdout, "the placement table shows the image compiled in"
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["flush-at-exit", "print"])
+def test_closed_pipe_ends_quietly(tmp_path, unbuffered):
+    """`micropipe compile | head` once head has gone: exit 141 (128 + SIGPIPE, as a shell reports it), no
+    traceback. The reading end is closed before the command starts, so the first write fails, whether that is
+    a print (-u) or the flush of buffered output."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, *(["-u"] if unbuffered else []), "-m", "micropipe", "compile",
+                               "--pipeline", "gan_homogenization", "--out", str(tmp_path)],
+                              cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == cli.SIGPIPE_EXIT == 141, proc.stderr
+    for noise in ("Traceback", "BrokenPipeError", "Exception ignored"):
+        assert noise not in proc.stderr, proc.stderr
 
 
 def test_compile_rejects_unknown_names_before_writing(tmp_path, capsys):

@@ -46,12 +46,27 @@ def test_dry_run_prints_the_request_from_the_gpu_profile(tmp_path, monkeypatch, 
     assert request["token_source"] == "env KFP_TOKEN"
     assert request["experiment"] == "paper-runs" and request["pipeline"] == "cp-surrogate"
     assert request["version"].startswith("0.") and "-gpu-" in request["version"]
-    expected = {**_kfp.load_preset("cp_surrogate", "paper"), "seed": 7}
+    # cp_surrogate declares a 'preset' parameter: submit passes it as `run` does (the report names it).
+    expected = {**_kfp.load_preset("cp_surrogate", "paper"), "seed": 7, "preset": "paper"}
     assert {k: v for k, v in request["arguments"].items() if k != "dataset_uri"} == expected
     assert request["arguments"]["dataset_uri"].startswith(f"{profile.data_root}/cp_surrogate/")
     package = Path(request["package"])
     assert package == tmp_path / "cp_surrogate.gpu.yaml"
     assert {r["step"] for r in _kfp.placement(package) if r["accelerator"]} >= {"train-vae", "cp-runs"}
+
+
+@pytest.mark.parametrize(("pipeline", "sets", "preset"), [
+    ("gan_homogenization", [], None),  # no 'preset' parameter: none is sent
+    ("cp_surrogate", [], "small"),
+    ("cp_surrogate", ["--set", "preset=my-label"], "my-label"),  # an explicit value wins
+])
+def test_dry_run_passes_the_preset_to_pipelines_that_take_one(tmp_path, no_kfp_token, capsys, pipeline, sets,
+                                                               preset):
+    rc = cli.main(["submit", pipeline, "--host", "http://h", *sets, "--out", str(tmp_path), "--dry-run"])
+    arguments = json.loads(capsys.readouterr().out)["arguments"]
+    assert rc == 0
+    assert arguments.get("preset") == preset
+    assert ("preset" in arguments) == ("preset" in _kfp.pipeline_parameters(pipeline))
 
 
 def test_dry_run_rejects_bad_arguments_before_compiling(tmp_path, capsys):
@@ -233,15 +248,21 @@ def test_api_refusal_is_one_line(tmp_path, monkeypatch, capsys, kfp_api, no_kfp_
             "user is not allowed to create pipelines") in err
 
 
-def test_makefile_submit_passes_experiment_and_dry_run():
-    """`make submit ... EXPERIMENT=x DRY_RUN=1` reaches the CLI as --experiment x --dry-run."""
+def test_makefile_submit_passes_experiment_namespace_and_dry_run():
+    """`make submit ... EXPERIMENT=x NAMESPACE=y DRY_RUN=1` reaches the CLI as --experiment x --namespace y
+    --dry-run, and parses there."""
     proc = subprocess.run(["make", "-n", "-o", ".venv/.micropipe-installed", "submit", "PIPELINE=ve_generation",
-                           "KFP_HOST=http://h", "EXPERIMENT=trial", "DRY_RUN=1", "PROFILE=gpu"],
+                           "KFP_HOST=http://h", "EXPERIMENT=trial", "NAMESPACE=team-a", "DRY_RUN=1", "PROFILE=gpu"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    line = " ".join(shlex.split(next(ln for ln in proc.stdout.splitlines() if "micropipe submit " in ln)))
+    argv = shlex.split(next(ln for ln in proc.stdout.splitlines() if "micropipe submit " in ln))
+    line = " ".join(argv)
     assert "--experiment trial" in line and "--dry-run" in line and "--profile gpu" in line
+    args = cli._parser().parse_args(argv[argv.index("submit"):])
+    assert (args.namespace, args.experiment, args.dry_run) == ("team-a", "trial", True)
     plain = subprocess.run(["make", "-n", "-o", ".venv/.micropipe-installed", "submit", "PIPELINE=ve_generation",
                             "KFP_HOST=http://h"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert "--dry-run" not in plain.stdout
+    assert "--dry-run" not in plain.stdout and "--namespace" not in plain.stdout
+    usage = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "NAMESPACE=" in usage
 
