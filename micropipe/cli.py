@@ -93,12 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="override preset arguments, as for `run`")
     s.add_argument("--profile", default="cpu", help="cluster profile name or YAML path (default: cpu)")
     s.add_argument("--experiment", default="micropipe", help="KFP experiment, created if missing (default: micropipe)")
-    s.add_argument("--namespace", default=None,
-                   help="Kubeflow profile namespace of the pipeline, experiment and run (multi-user installs)")
-    s.add_argument("--out", default="build/pipelines",
-                   help="where the compiled package goes (default: build/pipelines)")
-    s.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to wait for the KFP API's health check before giving up (default: 10)")
+    _server_arguments(s, "the pipeline, experiment and run")
     s.add_argument("--dry-run", action="store_true",
                    help="compile and print the request (never the token) instead of sending it")
     s.set_defaults(func=cmd_submit)
@@ -111,12 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--version", required=True, help="name of the uploaded versions, e.g. 0.1.0-r2")
     s.add_argument("--pipeline", action="append", default=None, help="pipeline to upload (default: all)")
     s.add_argument("--prefix", default="", help="prefix of the pipeline names on the server (default: none)")
-    s.add_argument("--namespace", default=None,
-                   help="Kubeflow profile namespace of the pipelines (multi-user installs; default: shared)")
-    s.add_argument("--out", default="build/pipelines",
-                   help="where the compiled packages go (default: build/pipelines)")
-    s.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to wait for the KFP API's health check before giving up (default: 10)")
+    _server_arguments(s, "the pipelines")
     s.set_defaults(func=cmd_upload)
 
     data = sub.add_parser("data", help="VE datasets: generate, inspect, convert").add_subparsers(title="data commands")
@@ -210,6 +200,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{name:22s} presets: {', '.join(_kfp.list_presets(name))}")
         print(f"{'':22s} {module.DESCRIPTION}")
     return 0
+
+
+def _server_arguments(s: argparse.ArgumentParser, namespaced: str) -> None:
+    """``--namespace``, ``--out`` and ``--timeout``, shared by ``submit`` and ``upload``."""
+    s.add_argument("--namespace", default=None,
+                   help=f"Kubeflow profile namespace of {namespaced} (multi-user installs; default: shared)")
+    s.add_argument("--out", default="build/pipelines",
+                   help="where the compiled packages go (default: build/pipelines)")
+    s.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the KFP API's health check before giving up (default: 10)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
