@@ -7,7 +7,8 @@ Files between steps:
 * VAE: a :mod:`micropipe.train.checkpoint` file (``best.pt`` of :func:`micropipe.train.vae.train`), with the
   fundamental zone it was trained on in ``data.lattice``.
 * Fingerprints: Parquet, one row per VE: ``set``, ``ve_id``, ``fingerprint`` (list of float32, the encoder
-  mean), with provenance and the VAE's digest in the schema metadata.
+  mean) and ``texture`` (the VE's :data:`TEXTURE_DESCRIPTORS`, for diagnostics only), with provenance and the
+  VAE's digest in the schema metadata.
 * Predictor: one torch file holding the VAE and the surrogate checkpoints, what ``micropipe predict`` loads.
 """
 
@@ -132,6 +133,49 @@ def load_tensors(dataset_uri: str, lattice: str, limit: int | None = None) -> tu
     return data.ids, data.array()
 
 
+TEXTURE_DESCRIPTORS = ("mean_phi1", "mean_Phi", "mean_phi2", "cos2_Phi", "schmid_max_z")
+"""Per-VE texture descriptors kept beside each fingerprint, never fed to a network; volume averages over the
+grains of: the three normalised Euler channels (what the VAE sees, averaged); cos^2 Phi, the alignment of the
+crystal c axis ([001] for cubic lattices) with the load axis z; and the largest Schmid factor for tension along z
+over the lattice's primary slip family (basal <a> for hP, {111}<110> for cF, {110}<111> for cI), which sets where
+a grain yields. They say what a fingerprint encodes (:func:`fingerprint_probe`) and how much of the CP response
+texture alone explains (:func:`texture_reference`)."""
+
+PRIMARY_SLIP_FAMILY = {"hP": [3], "cF": [12], "cI": [12]}
+"""``N_sl`` that selects the first slip family of each lattice (DAMASK's order)."""
+
+
+def texture_descriptors(grain_ids: np.ndarray, euler: np.ndarray, lattice: str) -> np.ndarray:
+    """:data:`TEXTURE_DESCRIPTORS` of n VEs, float32 (n, 5).
+
+    Parameters
+    ----------
+    grain_ids : array of int, shape (n, X, Y, Z)
+        Grain of every voxel, 0-based.
+    euler : numpy.ndarray, shape (n, G, 3)
+        Fundamental-zone Bunge Euler angles per grain divided by (2 pi, pi, 2 pi) (rows past a VE's own grains
+        are ignored).
+    lattice : str
+        ``cF``, ``cI`` or ``hP``.
+    """
+    import damask
+
+    from micropipe.crystal.lattice import schmid_factors
+
+    if lattice not in PRIMARY_SLIP_FAMILY:
+        raise ValueError(f"lattice {lattice!r}: expected one of {sorted(PRIMARY_SLIP_FAMILY)}")
+    n, G = euler.shape[:2]
+    w = np.stack([np.bincount(np.asarray(g).ravel(), minlength=G)[:G] for g in grain_ids]).astype(float)
+    w /= w.sum(axis=1, keepdims=True)
+    radians = euler.astype(float) * EULER_NORM
+    q = damask.Rotation.from_Euler_angles(radians.reshape(-1, 3)).quaternion.reshape(n, G, 4)
+    # the basal <a> Schmid factor does not depend on c/a: the ideal ratio stands in for the material's
+    c_a = np.sqrt(8.0 / 3.0) if lattice == "hP" else None
+    m = np.abs(schmid_factors(q, lattice, N_sl=PRIMARY_SLIP_FAMILY[lattice], c_a=c_a)).max(axis=-1)
+    per_grain = np.concatenate([euler.astype(float), np.cos(radians[..., 1:2]) ** 2, m[..., None]], axis=-1)
+    return np.einsum("ng,ngk->nk", w, per_grain).astype(np.float32)
+
+
 def load_index(dataset_uri: str) -> dict[str, Any]:
     """The ``sets.json`` index of a family of VE sets (:func:`micropipe.ve.sets.gather`)."""
     uri = store.join(dataset_uri, sets.INDEX)
@@ -190,7 +234,8 @@ def vae_lattice(checkpoint: Mapping[str, Any] | str | Path, source: str | None =
 # ------------------------------------------------------------------------------------------ fingerprints
 def fingerprint_sets(vae_path: str | Path, dataset_uris: Mapping[str, str], *, device: str | None = None,
                      batch_size: int = 32) -> pd.DataFrame:
-    """Encoder means of every VE of each dataset; one row per VE: ``set``, ``ve_id``, ``fingerprint``.
+    """Encoder means of every VE of each dataset; one row per VE: ``set``, ``ve_id``, ``fingerprint``, and
+    ``texture`` (the VE's :data:`TEXTURE_DESCRIPTORS`).
 
     ``dataset_uris``: {name: VE dataset URI}; any gathered VE dataset of the VAE's lattice and cells works.
     """
@@ -206,9 +251,11 @@ def fingerprint_sets(vae_path: str | Path, dataset_uris: Mapping[str, str], *, d
             raise ValueError(f"{uri}: VEs of {x.grain_ids.shape[1:]} cells, but the VAE takes "
                              f"{(model.config.size,) * 3}; resample them (micropipe.ve.volume.resample)")
         mu = vae.encode_mean(model, x, batch_size=batch_size, device=device)
-        rows += [{"set": name, "ve_id": i, "fingerprint": m.astype(np.float32)} for i, m in zip(ids, mu, strict=True)]
+        texture = texture_descriptors(x.grain_ids, x.euler, lattice)
+        rows += [{"set": name, "ve_id": i, "fingerprint": m.astype(np.float32), "texture": t}
+                 for i, m, t in zip(ids, mu, texture, strict=True)]
         log.info("fingerprinted %d VEs of %s", len(ids), uri)
-    return pd.DataFrame(rows, columns=["set", "ve_id", "fingerprint"])
+    return pd.DataFrame(rows, columns=["set", "ve_id", "fingerprint", "texture"])
 
 
 def write_fingerprints(df: pd.DataFrame, path: str | Path, *, vae_path: str | Path, lattice: str) -> Path:
@@ -217,11 +264,15 @@ def write_fingerprints(df: pd.DataFrame, path: str | Path, *, vae_path: str | Pa
     record = provenance.record(seed=None, step="cp_surrogate.fingerprint",
                                params={"vae_sha256": _digest(vae_path), "lattice": lattice, "dim": dim,
                                        "sets": sorted(set(df["set"]))})
-    table = pa.Table.from_pandas(df.assign(fingerprint=[np.asarray(f, np.float32) for f in df["fingerprint"]]),
-                                 schema=pa.schema([("set", pa.string()), ("ve_id", pa.string()),
-                                                   ("fingerprint", pa.list_(pa.float32()))]),
-                                 preserve_index=False)
+    fields = [("set", pa.string()), ("ve_id", pa.string()), ("fingerprint", pa.list_(pa.float32()))]
+    columns = {"fingerprint": [np.asarray(f, np.float32) for f in df["fingerprint"]]}
     meta = {"format": FINGERPRINTS_FORMAT, "dim": dim, "lattice": lattice, "n": len(df), "provenance": record}
+    if "texture" in df:
+        fields.append(("texture", pa.list_(pa.float32())))
+        columns["texture"] = [np.asarray(t, np.float32) for t in df["texture"]]
+        meta["texture_descriptors"] = list(TEXTURE_DESCRIPTORS)
+    table = pa.Table.from_pandas(df.assign(**columns)[[f for f, _ in fields]], schema=pa.schema(fields),
+                                 preserve_index=False)
     table = table.replace_schema_metadata({META_KEY: provenance.dumps(meta).encode()})
     with store.atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -239,16 +290,18 @@ def read_fingerprints(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise ValueError(f"{path}: schema metadata 'format' is {meta.get('format')!r}, expected "
                          f"{FINGERPRINTS_FORMAT!r} (written by micropipe.cp_surrogate.write_fingerprints)")
     df = table.to_pandas()
-    df["fingerprint"] = [np.asarray(f, np.float32) for f in df["fingerprint"]]
+    for column in ("fingerprint", "texture"):
+        if column in df:
+            df[column] = [np.asarray(f, np.float32) for f in df[column]]
     return df, meta
 
 
-def matrix(df: pd.DataFrame, name: str) -> tuple[list[str], np.ndarray]:
-    """``(ve ids, fingerprints (n, d))`` of set ``name``."""
+def matrix(df: pd.DataFrame, name: str, column: str = "fingerprint") -> tuple[list[str], np.ndarray]:
+    """``(ve ids, fingerprints (n, d))`` of set ``name`` (``column="texture"``: its texture descriptors)."""
     part = df[df["set"] == name]
     if part.empty:
         raise ValueError(f"fingerprints: no rows of set {name!r}; sets present: {sorted(set(df['set']))}")
-    return part["ve_id"].tolist(), np.stack(part["fingerprint"].to_numpy()).astype(np.float32)
+    return part["ve_id"].tolist(), np.stack(part[column].to_numpy()).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------- latent analysis
@@ -267,7 +320,7 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
             n_components: int = 3, seed: int = 0, device: str | None = None) -> dict[str, Any]:
     """Seed 003 §3.2-3.3 on a trained VAE: phi4 of reconstructions per set, PCA of the fingerprints fitted on
     the training set, spectral clustering of the textured edge cases on ``n_components`` principal
-    components, and a few input/reconstruction slices.
+    components, a few input/reconstruction slices, and :func:`fingerprint_probe` (train -> validation).
 
     Returns a JSON-ready dict; ``examples`` holds mid-plane slices (lists) of inputs and reconstructions.
     """
@@ -295,7 +348,8 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
     out: dict[str, Any] = {"lattice": lattice, "phi4": phi4, "examples": examples,
                            "pca": {"explained_variance_ratio": pca.explained_variance_ratio_.tolist(),
                                    "coords": coords},
-                           "tsne": _tsne(fingerprints, [n for n in index["sets"] if n in coords], seed)}
+                           "tsne": _tsne(fingerprints, [n for n in index["sets"] if n in coords], seed),
+                           "probe": fingerprint_probe(fingerprints)}
     textures = [t for t in sets.TEXTURE_EDGE_CASES if t in coords]
     if len(textures) >= 2:
         z = np.concatenate([np.asarray(coords[t]) for t in textures])
@@ -307,6 +361,33 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
                              "n": len(z), "labels_true": truth.tolist(), "labels_pred": pred.tolist(),
                              "features": f"first {z.shape[1]} principal components (fitted on train)"}
     return out
+
+
+def fingerprint_probe(fingerprints: pd.DataFrame, *, fit_set: str = "train", score_set: str = "validation"
+                      ) -> dict[str, Any]:
+    """What the fingerprints encode: for each of :data:`TEXTURE_DESCRIPTORS`, ridge regression from the
+    standardised fingerprints of ``fit_set`` (penalty by leave-one-out, scikit-learn ``RidgeCV``), scored as R^2
+    on ``score_set``.
+
+    R^2 near 1: a linear read-out of the fingerprint recovers the descriptor; near 0 or below: it does not
+    (a nonlinear one might). ``{}`` for fingerprints written without descriptors.
+    """
+    if "texture" not in fingerprints:
+        return {}
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    (_, X), (_, T) = matrix(fingerprints, fit_set), matrix(fingerprints, fit_set, "texture")
+    (_, Xs), (_, Ts) = matrix(fingerprints, score_set), matrix(fingerprints, score_set, "texture")
+    r2: dict[str, float | None] = {}
+    for k, name in enumerate(TEXTURE_DESCRIPTORS):
+        if len(Xs) < 2 or float(np.var(Ts[:, k])) == 0.0:
+            r2[name] = None  # R^2 undefined
+            continue
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15))).fit(X, T[:, k])
+        r2[name] = float(model.score(Xs, Ts[:, k]))
+    return {"fit_set": fit_set, "score_set": score_set, "n_fit": len(X), "n_score": len(Xs), "r2": r2}
 
 
 def _tsne(fingerprints: pd.DataFrame, names: Sequence[str], seed: int, max_points: int = 2000) -> dict[str, Any]:
@@ -345,7 +426,8 @@ def surrogate_data(fingerprints: pd.DataFrame, results: pd.DataFrame, *, set_nam
     -------
     dict
         ``ids`` (list), ``X`` (n, d) float32, ``Y`` (n, k) sigma_zz in Pa, ``strain`` (k,) the mean engineering
-        strain per output, ``excluded`` (list of {ve_id, reason}).
+        strain per output, ``excluded`` (list of {ve_id, reason}); ``T`` (n, 5) the texture descriptors, when
+        the fingerprints have them.
     """
     ids, X = matrix(fingerprints, set_name)
     by_id = dict(zip(ids, X, strict=True))
@@ -370,8 +452,12 @@ def surrogate_data(fingerprints: pd.DataFrame, results: pd.DataFrame, *, set_nam
                          f"expected the CP results and the fingerprints of the same VE set")
     Y = np.stack([np.asarray(r.stress, float) for r in keep])
     strain = np.mean(np.stack([np.asarray(r.strain, float) for r in keep]), axis=0)
-    return {"ids": [r.ve_id for r in keep], "X": np.stack([by_id[r.ve_id] for r in keep]), "Y": Y,
-            "strain": strain, "excluded": excluded}
+    out = {"ids": [r.ve_id for r in keep], "X": np.stack([by_id[r.ve_id] for r in keep]), "Y": Y,
+           "strain": strain, "excluded": excluded}
+    if "texture" in fingerprints:
+        texture = dict(zip(*matrix(fingerprints, set_name, "texture"), strict=True))
+        out["T"] = np.stack([texture[r.ve_id] for r in keep])
+    return out
 
 
 def fit_surrogate(data: Mapping[str, Any], *, model: Mapping[str, Any], train: Mapping[str, Any],
@@ -384,7 +470,8 @@ def fit_surrogate(data: Mapping[str, Any], *, model: Mapping[str, Any], train: M
     fit; the test split is used only for the final scores (choosing the epoch on it would flatter them).
 
     Returns ``result`` (FitResult), ``split`` (train, test and the validation part of train), ``evaluation``
-    (train, test) and ``baseline_curve`` (Pa).
+    (train, test), ``baseline_curve`` (Pa) and, with texture descriptors in ``data``, ``texture_reference``
+    (:func:`texture_reference`).
     """
     from micropipe.models.surrogate import SurrogateConfig
     from micropipe.train import surrogate as sur
@@ -404,9 +491,34 @@ def fit_surrogate(data: Mapping[str, Any], *, model: Mapping[str, Any], train: M
     baseline = Y[rows["train"]].mean(axis=0)
     evaluation = {name: sur.evaluate(result.model, result.scaler, X[rows[name]], Y[rows[name]],
                                      baseline_curve=baseline) for name in ("train", "test")}
-    return {"result": result, "split": {"train": list(train_ids), "test": list(test_ids),
-                                        "validation_of_train": list(val_ids)},
-            "evaluation": evaluation, "baseline_curve": baseline}
+    out = {"result": result, "split": {"train": list(train_ids), "test": list(test_ids),
+                                       "validation_of_train": list(val_ids)},
+           "evaluation": evaluation, "baseline_curve": baseline}
+    if "T" in data:
+        T = np.asarray(data["T"])
+        out["texture_reference"] = texture_reference(T[rows["train"]], Y[rows["train"]], T[rows["test"]],
+                                                     Y[rows["test"]])
+    return out
+
+
+def texture_reference(T_train: np.ndarray, Y_train: np.ndarray, T_test: np.ndarray, Y_test: np.ndarray
+                      ) -> dict[str, Any]:
+    """A reference beside the surrogate, not seed 003's method: ridge regression (standardised inputs, penalty by
+    leave-one-out) from the :data:`TEXTURE_DESCRIPTORS` (n, 5) to the stress curves (n, k) in Pa, fitted on the
+    training split and scored on the test split. It shows how much of the CP response texture explains with this
+    many runs, which is what a fingerprint that encodes texture could reach.
+
+    Returns ``method``, ``descriptors``, ``mae_MPa`` and ``mae_MPa_per_increment`` (k,) on the test split.
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15))).fit(T_train, Y_train / 1e6)
+    err = np.abs(model.predict(T_test) - Y_test / 1e6)
+    return {"method": "ridge regression on the texture descriptors (reference)",
+            "descriptors": list(TEXTURE_DESCRIPTORS), "mae_MPa": float(err.mean()),
+            "mae_MPa_per_increment": err.mean(axis=0).tolist()}
 
 
 def fit_and_save(fingerprints: pd.DataFrame, results: pd.DataFrame, *, vae_path: str | Path,
@@ -416,7 +528,8 @@ def fit_and_save(fingerprints: pd.DataFrame, results: pd.DataFrame, *, vae_path:
     """The ``fit_surrogate`` step: join, fit, evaluate, write the surrogate and the predictor bundle.
 
     Returns a JSON-ready record: ``split``, ``excluded``, ``strain``, ``evaluation`` (train, test), ``history``,
-    ``baseline_curve_Pa`` and the test split's true and predicted curves (Pa) for the report.
+    ``baseline_curve_Pa``, ``texture_reference`` (None without texture descriptors) and the test split's true
+    and predicted curves (Pa) for the report.
     """
     from micropipe.train import surrogate as sur
 
@@ -434,6 +547,7 @@ def fit_and_save(fingerprints: pd.DataFrame, results: pd.DataFrame, *, vae_path:
     return json.loads(provenance.dumps({
         "split": fitted["split"], "excluded": data["excluded"], "strain": data["strain"],
         "evaluation": fitted["evaluation"], "history": result.history, "best_epoch": result.best_epoch,
+        "texture_reference": fitted.get("texture_reference"),
         "baseline_curve_Pa": fitted["baseline_curve"], "test_true_Pa": data["Y"][test_rows],
         "test_pred_Pa": y_pred, "n_converged": len(data["ids"]), "n_runs": len(results),
         "provenance": provenance.record(seed=seed, step="cp_surrogate.fit_surrogate",
