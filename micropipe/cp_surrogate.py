@@ -363,6 +363,16 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
     return out
 
 
+def _ridge() -> Any:
+    """Standardised inputs, then ridge regression with the penalty chosen by leave-one-out (scikit-learn): the
+    linear read-out of :func:`fingerprint_probe` and :func:`texture_reference`."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))
+
+
 def fingerprint_probe(fingerprints: pd.DataFrame, *, fit_set: str = "train", score_set: str = "validation"
                       ) -> dict[str, Any]:
     """What the fingerprints encode: for each of :data:`TEXTURE_DESCRIPTORS`, ridge regression from the
@@ -374,10 +384,6 @@ def fingerprint_probe(fingerprints: pd.DataFrame, *, fit_set: str = "train", sco
     """
     if "texture" not in fingerprints:
         return {}
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     (_, X), (_, T) = matrix(fingerprints, fit_set), matrix(fingerprints, fit_set, "texture")
     (_, Xs), (_, Ts) = matrix(fingerprints, score_set), matrix(fingerprints, score_set, "texture")
     r2: dict[str, float | None] = {}
@@ -385,7 +391,7 @@ def fingerprint_probe(fingerprints: pd.DataFrame, *, fit_set: str = "train", sco
         if len(Xs) < 2 or float(np.var(Ts[:, k])) == 0.0:
             r2[name] = None  # R^2 undefined
             continue
-        model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15))).fit(X, T[:, k])
+        model = _ridge().fit(X, T[:, k])
         r2[name] = float(model.score(Xs, Ts[:, k]))
     return {"fit_set": fit_set, "score_set": score_set, "n_fit": len(X), "n_score": len(Xs), "r2": r2}
 
@@ -510,11 +516,7 @@ def texture_reference(T_train: np.ndarray, Y_train: np.ndarray, T_test: np.ndarr
 
     Returns ``method``, ``descriptors``, ``mae_MPa`` and ``mae_MPa_per_increment`` (k,) on the test split.
     """
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15))).fit(T_train, Y_train / 1e6)
+    model = _ridge().fit(T_train, Y_train / 1e6)
     err = np.abs(model.predict(T_test) - Y_test / 1e6)
     return {"method": "ridge regression on the texture descriptors (reference)",
             "descriptors": list(TEXTURE_DESCRIPTORS), "mae_MPa": float(err.mean()),
