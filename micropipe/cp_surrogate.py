@@ -328,11 +328,14 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
     from sklearn.decomposition import PCA
 
     from micropipe.metrics.misorientation import mean_phi4
+    from micropipe.models.vae3d import KIND
     from micropipe.train import vae
+    from micropipe.train.checkpoint import load_checkpoint
 
     index = load_index(dataset_uri)
     lattice = index["lattice"]
-    model, _ = vae.load_vae(vae_path, device=device)
+    model, config = vae.load_vae(vae_path, device=device)
+    train_settings = load_checkpoint(vae_path, kind=KIND)["config"].get("train", {})
     phi4, examples = {}, {}
     for name in index["sets"]:
         _, x = load_tensors(index["sets"][name]["uri"], lattice, limit=n_reconstruct)
@@ -345,7 +348,8 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
     pca = PCA(n_components=min(n_components, *f_train.shape), random_state=seed).fit(f_train)
     coords = {name: pca.transform(matrix(fingerprints, name)[1]).tolist() for name in index["sets"]
               if name in set(fingerprints["set"])}
-    out: dict[str, Any] = {"lattice": lattice, "phi4": phi4, "examples": examples,
+    out: dict[str, Any] = {"lattice": lattice, "vae": {"model": config.to_dict(), "train": train_settings},
+                           "phi4": phi4, "examples": examples,
                            "pca": {"explained_variance_ratio": pca.explained_variance_ratio_.tolist(),
                                    "coords": coords},
                            "tsne": _tsne(fingerprints, [n for n in index["sets"] if n in coords], seed),

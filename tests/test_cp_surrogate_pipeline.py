@@ -72,6 +72,7 @@ def test_run_reports_every_figure_and_metric(runs):
                     "Spectral clustering", "phi4", "baseline"):
         assert heading in html, heading
     assert html.count("data:image/png;base64,") >= 9  # losses, slices, PCA, t-SNE, CP, parity, curves, MAE, history
+    assert "Deviation from seed 003: this VAE has an auxiliary linear head" in html  # the small preset's, stated
     metrics = record["metrics"]
     for key in ("phi4_train", "phi4_validation", "phi4_goss", "clustering_accuracy", "surrogate_mse_test",
                 "surrogate_mae_MPa_test", "baseline_mae_MPa_test", "mae_ratio_test", "inference_s_per_ve"):

@@ -89,6 +89,38 @@ def test_projection_keeps_compatible_fields():
     assert torch.allclose(grid.project_symmetric(eps, n), eps, atol=1e-10)
 
 
+@pytest.mark.parametrize("cells", [(6, 8, 5), (8, 4, 6)])
+def test_green_operator_inverts_the_reference_medium_on_compatible_fields(cells):
+    # the preconditioner of elastic.solve: Gamma0 [P (C0 : eps)] = eps for every compatible eps
+    gen = torch.Generator().manual_seed(2)
+    n = grid.directions(cells)
+    lam0, mu0 = 1.7, 0.6
+    C0 = torch.as_tensor(tensors.isotropic_stiffness(lam=lam0, mu=mu0))
+    eps = grid.irfft(grid.project_symmetric_mandel(grid.rfft(torch.randn(2, 6, *cells, dtype=torch.float64,
+                                                                         generator=gen)), n), cells)
+    tau_hat = grid.project_symmetric_mandel(grid.rfft(torch.einsum("ij,bj...->bi...", C0, eps)), n)
+    back = grid.irfft(grid.green_isotropic_mandel(tau_hat, n, lam0, mu0), cells)
+    assert torch.allclose(back, eps, atol=1e-12)
+    # Mandel form = tensor form (Moulinec & Suquet)
+    x = torch.randn(3, 3, *cells, dtype=torch.float64, generator=gen)
+    x = x + x.transpose(0, 1)
+    want = tensors.to_mandel(grid.irfft(grid.green_isotropic(grid.rfft(x), n, lam0, mu0), cells)
+                             .movedim((0, 1), (-2, -1))).movedim(-1, 0)
+    mandel = tensors.to_mandel(x.movedim((0, 1), (-2, -1))).movedim(-1, 0)
+    got = grid.irfft(grid.green_isotropic_mandel(grid.rfft(mandel), n, lam0, mu0), cells)
+    assert torch.allclose(got, want, atol=1e-12)
+
+
+def test_reference_medium_is_the_geometric_mean():
+    C = tensors.isotropic_stiffness(E=np.array([1.0, 100.0]), nu=np.array([0.2, 0.35]))
+    field = elastic.StiffnessField.from_phases(np.array([[[[0, 1]]]]), C)
+    K, G = tensors.isotropic_part(C)
+    lam0, mu0 = elastic.reference_medium(field)
+    assert mu0 == pytest.approx(math.sqrt(G[0] * G[1])) and lam0 + 2 / 3 * mu0 == pytest.approx(math.sqrt(K[0] * K[1]))
+    general = elastic.StiffnessField.from_field(np.stack([C[0], C[1]], -1)[:, :, None, None])
+    assert elastic.reference_medium(general) == pytest.approx((lam0, mu0))
+
+
 # ------------------------------------------------------------------------------------- closed forms
 @pytest.mark.parametrize("C", [ISO[1], CUBIC[1]], ids=["isotropic", "cubic"])
 def test_homogeneous_medium_is_exact(C):

@@ -103,6 +103,7 @@ def test_paper_presets():
     ("hidden", 0, "invalid hidden 0"),
     ("latent_dim", 2.5, "invalid latent_dim 2.5"),
     ("in_channels", -1, "invalid in_channels -1"),
+    ("stats_head", "yes", "invalid stats_head 'yes'"),
 ])
 def test_invalid_config(field, value, message):
     d = {**TINY.to_dict(), field: value}
@@ -143,6 +144,51 @@ def test_vae_loss_by_hand():
                    t(logvar).repeat(2, 1), alpha=0.9, kl_weight=0.01)
     for k in LOSS_TERMS:
         assert two[k].item() == pytest.approx(out[k].item(), rel=1e-6)
+
+
+def test_stats_term_by_hand():
+    x, x_hat = torch.full((2, 3, 2, 2, 2), 0.5), torch.full((2, 3, 2, 2, 2), 0.5)
+    z = torch.zeros(2, 4)
+    pred, target = torch.tensor([[1.0, 0, 0], [0, 0, 2]]), torch.tensor([[0.0, 0, 0], [0, 0, -1]])
+    plain = vae_loss(x, x_hat, z, z)
+    assert plain["stats"].item() == 0  # no head: seed 003's loss
+    out = vae_loss(x, x_hat, z, z, stats=(pred, target), stats_weight=0.5)
+    assert out["stats"].item() == pytest.approx((1 + 9) / 6)  # mean over B C values
+    assert out["total"].item() == pytest.approx(plain["total"].item() + 0.5 * 10 / 6)
+    # a head without weight only logs its error
+    assert vae_loss(x, x_hat, z, z, stats=(pred, target))["total"].item() == plain["total"].item()
+    with pytest.raises(ValueError, match="invalid stats_weight -1"):
+        vae_loss(x, x_hat, z, z, stats=(pred, target), stats_weight=-1)
+
+
+def test_stats_head_learns_the_channel_means(tmp_path):
+    # planes a + b x + c y per channel: VE means differ, so the head has something to predict
+    data = _volumes(16, seed=3)
+    config = VAEConfig.from_dict({**TINY.to_dict(), "stats_head": True})
+    with pytest.raises(ValueError, match="invalid stats_weight 1.0 for a model without the auxiliary head"):
+        train(data[:12], data[12:], tmp_path / "no_head", TINY, TrainConfig(epochs=1, batch_size=4, stats_weight=1.0),
+              device="cpu")
+    result = train(data[:12], data[12:], tmp_path, config, TrainConfig(epochs=8, batch_size=4, lr=3e-3,
+                                                                       stats_weight=1.0), device="cpu")
+    means = data[:12].mean(axis=(2, 3, 4), dtype=np.float64)
+    np.testing.assert_allclose(result.model.stats_mean.numpy(), means.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(result.model.stats_std.numpy(), means.std(0), rtol=1e-4)
+    log = result.loss_log
+    assert log[-1]["train_stats"] < 0.9 * log[0]["train_stats"]  # trained (slowly, at this size)
+    # the buffers travel with the weights: a reloaded model predicts the same standardised means
+    model, loaded = load_vae(tmp_path / BEST, device="cpu")
+    assert loaded.stats_head and torch.equal(model.stats_std, result.model.stats_std)
+    x = torch.from_numpy(data[12:])
+    with torch.no_grad():
+        target = model.channel_stats(x)
+        torch.testing.assert_close(target, torch.from_numpy(((x.double().mean(dim=(2, 3, 4)).numpy() - means.mean(0))
+                                                             / means.std(0)).astype(np.float32)), rtol=1e-4, atol=1e-5)
+        err = (model.predict_stats(model.encode(x)[0]) - target).square().mean().item()
+    assert err == pytest.approx(log[result.best_epoch - 1]["val_stats"], rel=1e-4)
+    # the seed's architecture has no head, and a checkpoint with one is another architecture
+    assert not hasattr(VAE3D(TINY), "stats")
+    with pytest.raises(ValueError, match=r"checkpoint from another architecture.*model\.stats_head"):
+        train(data[:12], None, tmp_path, TINY, TrainConfig(epochs=9, batch_size=4), device="cpu")
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 5, 5), (1, 3, 8, 8, 8), (2, 1, 4, 6, 3)])
@@ -302,7 +348,7 @@ def test_invalid_inputs(tmp_path):
     with pytest.raises(ValueError, match="invalid batch_size 1 .*BatchNorm"):
         train(_volumes(4), None, tmp_path, TINY, TrainConfig(batch_size=1), device="cpu")
     for field, value in (("epochs", -1), ("batch_size", 0), ("lr", 0.0), ("alpha", 1.5), ("patience", 0),
-                         ("amp_dtype", "float8"), ("kl_weight", -1.0)):
+                         ("amp_dtype", "float8"), ("kl_weight", -1.0), ("stats_weight", -0.1)):
         with pytest.raises(ValueError, match=f"invalid {field} {value!r}"):
             TrainConfig(**{field: value})
     with pytest.raises(ValueError, match="invalid alpha 2"):

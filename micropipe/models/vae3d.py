@@ -73,6 +73,12 @@ class VAEConfig(FromDict):
         has one of the same size.
     latent_dim : int
         ``|z|``, length of the fingerprint (256, §3.1.1).
+    stats_head : bool
+        Not in seed 003 (default False): an auxiliary linear read-out ``mu -> (C,)`` that predicts the VE's
+        per-channel mean (standardised over the training set, :meth:`VAE3D.channel_stats`). Trained only
+        through ``TrainConfig.stats_weight``; it makes the encoder keep VE-level texture averages in ``mu``
+        when a short run would otherwise learn other features first (see the ``small`` preset of
+        ``cp_surrogate``). The decoder does not see it.
     """
 
     depth: int = 18
@@ -82,6 +88,7 @@ class VAEConfig(FromDict):
     stem_stride: int = 2
     hidden: int = 8192
     latent_dim: int = 256
+    stats_head: bool = False
 
     def __post_init__(self):
         if isinstance(self.channels, list):  # as stored in a checkpoint
@@ -96,6 +103,8 @@ class VAEConfig(FromDict):
         if (not isinstance(self.channels, tuple) or len(self.channels) != 4
                 or not all(_positive_int(c) for c in self.channels)):
             raise ValueError(f"invalid channels {self.channels!r}; expected 4 positive integers, one per layer")
+        if not isinstance(self.stats_head, bool):
+            raise ValueError(f"invalid stats_head {self.stats_head!r}; expected true or false")
         step = 8 * self.stem_stride
         if not _positive_int(self.size) or self.size % step:
             raise ValueError(f"invalid size {self.size!r}; expected a positive multiple of {step} "
@@ -230,6 +239,21 @@ class VAE3D(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        if config.stats_head:
+            self.stats = nn.Linear(config.latent_dim, config.in_channels)
+            # per-channel mean and std over the training VEs of the VE-level channel means; set by training
+            self.register_buffer("stats_mean", torch.zeros(config.in_channels))
+            self.register_buffer("stats_std", torch.ones(config.in_channels))
+
+    def channel_stats(self, x: torch.Tensor) -> torch.Tensor:
+        """Target of the auxiliary head: each VE's per-channel mean, standardised with ``stats_mean`` and
+        ``stats_std``; ``x`` (B, C, N, N, N) -> (B, C), float32."""
+        return (x.float().mean(dim=(2, 3, 4)) - self.stats_mean) / self.stats_std
+
+    def predict_stats(self, mu: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head's estimate of :meth:`channel_stats` from the fingerprint ``mu`` (B, latent_dim)
+        -> (B, C), float32."""
+        return self.stats(mu.float())
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``mu``, ``logvar`` of q(z|x), each (B, latent_dim); ``mu`` is the fingerprint (§2.2.1)."""

@@ -146,21 +146,32 @@ def project_symmetric_mandel(tau_hat: torch.Tensor, n: torch.Tensor) -> torch.Te
     Written out per component: the elastic solvers apply it once per iteration and the tensor form
     would move 9 instead of 6 components through memory.
     """
+    return green_isotropic_mandel(tau_hat, n, lam0=0.0, mu0=0.5)
+
+
+def green_isotropic_mandel(tau_hat: torch.Tensor, n: torch.Tensor, lam0: float, mu0: float) -> torch.Tensor:
+    """:func:`green_isotropic` on Mandel fields: (..., 6, X, Y, Z//2 + 1) -> same shape, complex.
+
+    ``lam0 = 0, mu0 = 1/2`` is the projection :func:`project_symmetric_mandel`.  Units: 1 / (unit of lam0, mu0).
+    """
     t = tau_hat.unbind(-4)
     n1, n2, n3 = n.to(tau_hat.real.dtype).unbind(0)
     s = 1.0 / _SQRT2
+    d = 1.0 / (2.0 * mu0)
+    c = (lam0 + mu0) / (mu0 * (lam0 + 2.0 * mu0))
     a1 = t[0] * n1 + s * (t[5] * n2 + t[4] * n3)
     a2 = t[1] * n2 + s * (t[5] * n1 + t[3] * n3)
     a3 = t[2] * n3 + s * (t[4] * n1 + t[3] * n2)
-    q = a1 * n1 + a2 * n2 + a3 * n3
-    return torch.stack([
-        (2.0 * a1 - q * n1) * n1,
-        (2.0 * a2 - q * n2) * n2,
-        (2.0 * a3 - q * n3) * n3,
-        _SQRT2 * (n3 * a2 + n2 * a3 - q * n2 * n3),
-        _SQRT2 * (n3 * a1 + n1 * a3 - q * n1 * n3),
-        _SQRT2 * (n2 * a1 + n1 * a2 - q * n1 * n2),
-    ], dim=-4)
+    q = c * (a1 * n1 + a2 * n2 + a3 * n3)
+    out = torch.empty_like(tau_hat)
+    o = out.unbind(-4)
+    torch.mul(2.0 * d * a1 - q * n1, n1, out=o[0])
+    torch.mul(2.0 * d * a2 - q * n2, n2, out=o[1])
+    torch.mul(2.0 * d * a3 - q * n3, n3, out=o[2])
+    torch.mul(d * (n3 * a2 + n2 * a3) - q * n2 * n3, _SQRT2, out=o[3])
+    torch.mul(d * (n3 * a1 + n1 * a3) - q * n1 * n3, _SQRT2, out=o[4])
+    torch.mul(d * (n2 * a1 + n1 * a2) - q * n1 * n2, _SQRT2, out=o[5])
+    return out
 
 
 def rfft_weights(cells: Sequence[int], *, device: torch.device | str | None = None,

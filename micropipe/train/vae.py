@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 LOSS_LOG = "loss_log.csv"
-LOSS_TERMS = ("bce", "spectral", "kl", "total")
+LOSS_TERMS = ("bce", "spectral", "kl", "stats", "total")
 LOG_FIELDS = ("epoch", *(f"train_{k}" for k in LOSS_TERMS), *(f"val_{k}" for k in LOSS_TERMS), "wall_s", "ve_per_s")
 """Loss-log columns: epoch (1-based); mean training and validation terms of :func:`vae_loss` (validation NaN
 without validation data); wall time of the epoch in s (training + validation); training throughput in VE/s."""
@@ -50,8 +50,10 @@ _RESUMABLE = ("epochs", "patience", "checkpoint_every", "num_workers")  # may ch
 
 
 def vae_loss(x: torch.Tensor, x_hat: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, alpha: float = 0.999,
-             kl_weight: float | None = None) -> dict[str, torch.Tensor]:
-    """Seed 003 loss, Eq. (1), plus the KL term: ``alpha BCE + (1 - alpha) L_FFT + kl_weight KL``.
+             kl_weight: float | None = None, stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+             stats_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """Seed 003 loss, Eq. (1), plus the KL term: ``alpha BCE + (1 - alpha) L_FFT + kl_weight KL``, plus
+    ``stats_weight`` times the auxiliary head's error when the model has one (not in seed 003).
 
     Parameters
     ----------
@@ -63,6 +65,11 @@ def vae_loss(x: torch.Tensor, x_hat: torch.Tensor, mu: torch.Tensor, logvar: tor
         Weight of the BCE against the Fourier term (0.999, §2.2.3).
     kl_weight : float or None
         Weight of the KL divergence; None is ``1 / (C N^3)``, one over the number of values per VE.
+    stats : (prediction, target) or None
+        The auxiliary head's output and its target, each (B, C) (:meth:`VAE3D.predict_stats`,
+        :meth:`VAE3D.channel_stats`); None for a model without the head.
+    stats_weight : float
+        Weight of the ``stats`` term (0: seed 003's loss).
 
     Returns
     -------
@@ -71,7 +78,8 @@ def vae_loss(x: torch.Tensor, x_hat: torch.Tensor, mu: torch.Tensor, logvar: tor
         B C N^3 coefficients of the per-channel 3D FFT (``norm='backward'``, unnormalised forward) of
         ``|F(x) - F(x_hat)|^2 = (Re diff)^2 + (Im diff)^2``. ``kl``: ``KL(q(z|x) || N(0, 1))`` =
         ``-1/2 sum_j (1 + logvar - mu^2 - exp(logvar))``, summed over the latent, mean over the batch.
-        ``total``: ``alpha bce + (1 - alpha) spectral + kl_weight kl``.
+        ``stats``: mean squared error of the auxiliary head over B C values (0 without ``stats``).
+        ``total``: ``alpha bce + (1 - alpha) spectral + kl_weight kl + stats_weight stats``.
 
     Notes
     -----
@@ -94,6 +102,8 @@ def vae_loss(x: torch.Tensor, x_hat: torch.Tensor, mu: torch.Tensor, logvar: tor
         raise ValueError(f"invalid alpha {alpha!r}; expected a weight in [0, 1]")
     if kl_weight is not None and not kl_weight >= 0:
         raise ValueError(f"invalid kl_weight {kl_weight!r}; expected >= 0 or None")
+    if not stats_weight >= 0:
+        raise ValueError(f"invalid stats_weight {stats_weight!r}; expected >= 0")
     if x.shape != x_hat.shape or x.ndim < 4:
         raise ValueError(f"invalid shapes x {tuple(x.shape)}, x_hat {tuple(x_hat.shape)}; expected equal "
                          f"(B, C, N, N, N)")
@@ -105,8 +115,10 @@ def vae_loss(x: torch.Tensor, x_hat: torch.Tensor, mu: torch.Tensor, logvar: tor
         diff = torch.fft.fftn(x - x_hat, dim=(-3, -2, -1), norm="backward")
         spectral = (diff.real.square() + diff.imag.square()).mean()
         kl = (-0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(dim=1)).mean()
-        total = alpha * bce + (1 - alpha) * spectral + kl_weight * kl
-    return {"bce": bce, "spectral": spectral, "kl": kl, "total": total}
+        aux = (torch.zeros((), device=x.device) if stats is None else
+               (stats[0].float() - stats[1].float()).square().mean())
+        total = alpha * bce + (1 - alpha) * spectral + kl_weight * kl + stats_weight * aux
+    return {"bce": bce, "spectral": spectral, "kl": kl, "stats": aux, "total": total}
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,10 @@ class TrainConfig(FromDict):
         BCE weight of Eq. (1) (0.999).
     kl_weight : float or None
         KL weight; None is ``1 / (C N^3)``, see :func:`vae_loss`.
+    stats_weight : float
+        Not in seed 003 (default 0): weight of the auxiliary head's error in the loss; needs a model with
+        ``stats_head``. Its targets are standardised with the training VEs' statistics, fixed when the run
+        starts.
     patience : int or None
         Stop after this many epochs without a lower validation total loss; None trains all ``epochs``
         (the seed's fixed-length runs).
@@ -144,6 +160,7 @@ class TrainConfig(FromDict):
     weight_decay: float = 1e-5
     alpha: float = 0.999
     kl_weight: float | None = None
+    stats_weight: float = 0.0
     patience: int | None = None
     seed: int = 0
     amp: bool = True
@@ -167,6 +184,8 @@ class TrainConfig(FromDict):
             raise ValueError(f"invalid alpha {self.alpha!r}; expected a weight in [0, 1]")
         if self.kl_weight is not None and not self.kl_weight >= 0:
             raise ValueError(f"invalid kl_weight {self.kl_weight!r}; expected >= 0 or None")
+        if isinstance(self.stats_weight, bool) or not self.stats_weight >= 0:
+            raise ValueError(f"invalid stats_weight {self.stats_weight!r}; expected a number >= 0")
         if self.amp_dtype not in AMP_DTYPES:
             raise ValueError(f"invalid amp_dtype {self.amp_dtype!r}; expected one of {AMP_DTYPES}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -270,9 +289,15 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
 
 
+def _stats(model: VAE3D, x: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(prediction, target) of the auxiliary head, or None for a model without it."""
+    return (model.predict_stats(mu), model.channel_stats(x)) if model.config.stats_head else None
+
+
 def train_step(model: VAE3D, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, x: torch.Tensor,
-               *, alpha: float = 0.999, kl_weight: float | None = None, amp_dtype: torch.dtype | None = None,
-               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+               *, alpha: float = 0.999, kl_weight: float | None = None, stats_weight: float = 0.0,
+               amp_dtype: torch.dtype | None = None, generator: torch.Generator | None = None
+               ) -> dict[str, torch.Tensor]:
     """One optimiser step on a batch ``x`` (B, C, N, N, N) on the model's device; returns the detached losses.
 
     ``amp_dtype`` None runs in float32; otherwise the network runs under autocast of that dtype and
@@ -282,7 +307,7 @@ def train_step(model: VAE3D, optimizer: torch.optim.Optimizer, scaler: torch.amp
     model.train()
     with _autocast(x.device, amp_dtype):
         x_hat, mu, logvar = model(x, generator)
-    losses = vae_loss(x, x_hat, mu, logvar, alpha, kl_weight)
+    losses = vae_loss(x, x_hat, mu, logvar, alpha, kl_weight, _stats(model, x, mu), stats_weight)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None and scaler.is_enabled():
         scaler.scale(losses["total"]).backward()
@@ -296,7 +321,8 @@ def train_step(model: VAE3D, optimizer: torch.optim.Optimizer, scaler: torch.amp
 
 @torch.no_grad()
 def _evaluate(model: VAE3D, dataset: Dataset, batch_size: int, num_workers: int, device: torch.device,
-              amp_dtype: torch.dtype | None, alpha: float, kl_weight: float | None) -> dict[str, float]:
+              amp_dtype: torch.dtype | None, alpha: float, kl_weight: float | None, stats_weight: float
+              ) -> dict[str, float]:
     """Mean loss terms over ``dataset`` with ``z = mu`` and BatchNorm in eval mode."""
     model.eval()
     sums, count = torch.zeros(len(LOSS_TERMS), dtype=torch.float64, device=device), 0
@@ -305,10 +331,20 @@ def _evaluate(model: VAE3D, dataset: Dataset, batch_size: int, num_workers: int,
         with _autocast(device, amp_dtype):
             mu, logvar = model.encode(x)
             x_hat = model.decode(mu)
-        losses = vae_loss(x, x_hat, mu, logvar, alpha, kl_weight)
+        losses = vae_loss(x, x_hat, mu, logvar, alpha, kl_weight, _stats(model, x, mu), stats_weight)
         sums += torch.stack([losses[k] for k in LOSS_TERMS]).double() * len(x)
         count += len(x)
     return dict(zip(LOSS_TERMS, (sums / count).tolist(), strict=True))
+
+
+@torch.no_grad()
+def _channel_mean_stats(dataset: Dataset, batch_size: int, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over ``dataset`` of each VE's per-channel mean, each (C,) float32 on the CPU;
+    a standard deviation of 0 (a constant channel) becomes 1."""
+    means = torch.cat([x.mean(dim=(2, 3, 4)) for x in _loader(dataset, batch_size, None, num_workers,
+                                                              torch.device("cpu"))]).double()
+    std = means.std(dim=0, unbiased=False) if len(means) > 1 else torch.zeros(means.shape[1], dtype=torch.float64)
+    return means.mean(dim=0).float(), torch.where(std > 0, std, torch.ones_like(std)).float()
 
 
 def read_loss_log(path: str | Path) -> list[dict[str, float]]:
@@ -355,6 +391,9 @@ def train(train_data: Any, val_data: Any, out_dir: str | Path, model_config: VAE
 
     config = model_config or VAEConfig()
     tc = train_config or TrainConfig()
+    if tc.stats_weight > 0 and not config.stats_head:
+        raise ValueError(f"invalid stats_weight {tc.stats_weight!r} for a model without the auxiliary head; "
+                         f"set stats_head: true in the model config, or stats_weight 0")
     train_ds = _as_dataset(train_data, config, "train_data")
     val_ds = None if val_data is None else _as_dataset(val_data, config, "val_data")
     n_train = len(train_ds)
@@ -404,6 +443,12 @@ def train(train_data: Any, val_data: Any, out_dir: str | Path, model_config: VAE
     else:
         log.info("training %s from scratch on %s: %d parameters, %d training and %s validation VEs of %s",
                  KIND, device, model.n_params(), len(train_ds), data_info["n_val"], config.input_shape)
+        if config.stats_head:
+            mean, std = _channel_mean_stats(train_ds, tc.batch_size, tc.num_workers)
+            model.stats_mean.copy_(mean)
+            model.stats_std.copy_(std)
+            log.info("auxiliary head (weight %g): VE channel means %s +- %s over the training VEs", tc.stats_weight,
+                     mean.numpy().round(4), std.numpy().round(4))
 
     def save() -> None:
         nonlocal best_state, saved_at
@@ -427,7 +472,8 @@ def train(train_data: Any, val_data: Any, out_dir: str | Path, model_config: VAE
                    disable=not interactive, file=sys.stderr)
         for x in _loader(train_ds, batch, order, tc.num_workers, device):
             losses = train_step(model, optimizer, scaler, x.to(device, non_blocking=True), alpha=tc.alpha,
-                                kl_weight=tc.kl_weight, amp_dtype=amp_dtype, generator=rng)
+                                kl_weight=tc.kl_weight, stats_weight=tc.stats_weight, amp_dtype=amp_dtype,
+                                generator=rng)
             sums += torch.stack([losses[k] for k in LOSS_TERMS]).double()
             bar.update()
         bar.close()
@@ -438,7 +484,7 @@ def train(train_data: Any, val_data: Any, out_dir: str | Path, model_config: VAE
                                      f"{ckpt_path} holds the last good state (lower lr, or amp_dtype='bfloat16')")
         val_losses = (dict.fromkeys(LOSS_TERMS, math.nan) if val_ds is None else
                       _evaluate(model, val_ds, tc.batch_size, tc.num_workers, device, amp_dtype, tc.alpha,
-                                tc.kl_weight))
+                                tc.kl_weight, tc.stats_weight))
         epoch += 1
         row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_losses.items()},
                **{f"val_{k}": v for k, v in val_losses.items()},
@@ -450,9 +496,10 @@ def train(train_data: Any, val_data: Any, out_dir: str | Path, model_config: VAE
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             bad += 1
-        log.info("epoch %d/%d  train %.6g (BCE %.4g, FFT %.4g, KL %.4g)  val %.6g  %.1f s, %.1f VE/s%s", epoch,
+        log.info("epoch %d/%d  train %.6g (BCE %.4g, FFT %.4g, KL %.4g%s)  val %.6g  %.1f s, %.1f VE/s%s", epoch,
                  tc.epochs, row["train_total"], row["train_bce"], row["train_spectral"], row["train_kl"],
-                 row["val_total"], row["wall_s"], row["ve_per_s"], "  *" if best_epoch == epoch else "")
+                 f", stats {row['train_stats']:.4g}" if config.stats_head else "", row["val_total"], row["wall_s"],
+                 row["ve_per_s"], "  *" if best_epoch == epoch else "")
         loss_log.write(log_path, rows, LOG_FIELDS)
         stopping = epoch == tc.epochs or (tc.patience is not None and bad >= tc.patience)
         if epoch % tc.checkpoint_every == 0 or stopping:
