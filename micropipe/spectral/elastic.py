@@ -220,14 +220,20 @@ def solve(stiffness: StiffnessField, E: Any, *, tol: float = TOL, max_iter: int 
         raise ValueError(f"expected E (L, 6) or ({stiffness.batch}, L, 6), got {tuple(E.shape)}")
     n = grid.directions(cells, size, device=dev, dtype=dt)
     lam0, mu0 = reference_medium(stiffness)
+    c0 = grid.green_coefficient(lam0, mu0)
     weights = grid.rfft_weights(cells, device=dev, dtype=dt) / math.prod(cells)
 
-    def fourier_dot(u_hat: torch.Tensor, v_hat: torch.Tensor) -> torch.Tensor:
-        """Sum over voxels and components of u v, from the rfft coefficients (Parseval)."""
-        return ((u_hat.real * v_hat.real + u_hat.imag * v_hat.imag) * weights).sum((-4, -3, -2, -1))
+    # The residual P[sigma] and the preconditioned one Gamma0[sigma] depend on the stress only through the
+    # traction a = sigma_hat n (grid.traction_mandel): the iteration carries a, 3 complex components.
+    def norms(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(|P tau|^2, <tau, Gamma0 tau>) summed over voxels (Parseval), from a = tau_hat n."""
+        a2 = (a.real.square() + a.imag.square()).sum(-4)
+        q = (a * n.to(dt)).sum(-4)
+        q2 = q.real.square() + q.imag.square()
+        return (((2.0 * a2 - q2) * weights).sum((-3, -2, -1)), ((a2 / mu0 - c0 * q2) * weights).sum((-3, -2, -1)))
 
-    def residual_hat(x: torch.Tensor) -> torch.Tensor:
-        return -grid.project_symmetric_mandel(grid.rfft(stiffness.apply(E_field + x)), n)
+    def traction(field: torch.Tensor) -> torch.Tensor:
+        return grid.traction_mandel(grid.rfft(stiffness.apply(field)), n)
 
     E_field = E[..., None, None, None].expand(*E.shape, *cells)
     scale = torch.sqrt(_dot(stiffness.apply(E_field), stiffness.apply(E_field)))
@@ -235,16 +241,14 @@ def solve(stiffness: StiffnessField, E: Any, *, tol: float = TOL, max_iter: int 
     x = torch.zeros((*E.shape, *cells), device=dev, dtype=dt)
     iterations = torch.zeros(E.shape[:2], dtype=torch.long, device=dev)
     for restart in range(10):  # restarts only when the recurrence residual drifted from the true one
-        r_hat = residual_hat(x)
-        rr = fourier_dot(r_hat, r_hat)
+        a = -traction(E_field + x)  # of the residual r = -P[C : (E + x)]
+        rr, rz = norms(a)
         active = torch.sqrt(rr) > tol * scale
         if not bool(active.any()):
             break
         if restart:
             log.debug("CG restart %d: true residual above tol after the recurrence converged", restart)
-        z_hat = grid.green_isotropic_mandel(r_hat, n, lam0, mu0)
-        rz = fourier_dot(r_hat, z_hat)
-        p = grid.irfft(z_hat, cells)
+        p = grid.irfft(grid.green_from_traction(a, n, lam0, mu0), cells)
         while bool(active.any()):
             if int(iterations.max()) >= max_iter:
                 worst = float((torch.sqrt(rr) / scale).max())
@@ -253,23 +257,21 @@ def solve(stiffness: StiffnessField, E: Any, *, tol: float = TOL, max_iter: int 
             tau = stiffness.apply(p)
             pAp = _dot(p, tau)  # = <p, P C p>: p is compatible
             alpha = torch.where(active, rz / torch.where(pAp > 0, pAp, torch.ones_like(pAp)), torch.zeros_like(rz))
-            x += alpha[..., None, None, None, None] * p
-            r_hat -= alpha[..., None, None, None, None] * grid.project_symmetric_mandel(grid.rfft(tau), n)
-            z_hat = grid.green_isotropic_mandel(r_hat, n, lam0, mu0)
-            rz_new = fourier_dot(r_hat, z_hat)
+            x.addcmul_(p, alpha[..., None, None, None, None])  # in place: fields are 36 x N^3 numbers per volume
+            a.sub_(grid.traction_mandel(grid.rfft(tau), n) * alpha[..., None, None, None, None])
+            rr, rz_new = norms(a)
             beta = torch.where(active, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)), torch.zeros_like(rz))
-            p = grid.irfft(z_hat, cells) + beta[..., None, None, None, None] * p
+            p.mul_(beta[..., None, None, None, None]).add_(grid.irfft(grid.green_from_traction(a, n, lam0, mu0),
+                                                                      cells))
             iterations += active.long()
             rz = rz_new
-            rr = fourier_dot(r_hat, r_hat)
             active = active & (torch.sqrt(rr) > tol * scale)
             if int(iterations.max()) % 100 == 0:
                 log.debug("CG iteration %d: max relative residual %.3g", int(iterations.max()),
                           float((torch.sqrt(rr) / scale).max()))
     strain = E_field + x
     stress = stiffness.apply(strain)
-    r_hat = grid.project_symmetric_mandel(grid.rfft(stress), n)
-    residual = torch.sqrt(fourier_dot(r_hat, r_hat)) / scale
+    residual = torch.sqrt(norms(grid.traction_mandel(grid.rfft(stress), n))[0].clamp_min(0.0)) / scale
     return Solution(strain=strain, stress=stress, iterations=iterations.cpu().numpy(),
                     residual=residual.cpu().numpy())
 

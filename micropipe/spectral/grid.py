@@ -136,7 +136,7 @@ def green_isotropic(tau_hat: torch.Tensor, n: torch.Tensor, lam0: float, mu0: fl
     a = (tau_hat * n).sum(-4)  # tau n, (..., 3, X, Y, Z')
     q = (a * n).sum(-4)
     na = a[..., :, None, :, :, :] * n
-    c = (lam0 + mu0) / (mu0 * (lam0 + 2.0 * mu0))
+    c = green_coefficient(lam0, mu0)
     return (na + na.transpose(-4, -5)) / (2.0 * mu0) - c * q[..., None, None, :, :, :] * _nn(n)
 
 
@@ -154,16 +154,30 @@ def green_isotropic_mandel(tau_hat: torch.Tensor, n: torch.Tensor, lam0: float, 
 
     ``lam0 = 0, mu0 = 1/2`` is the projection :func:`project_symmetric_mandel`.  Units: 1 / (unit of lam0, mu0).
     """
+    return green_from_traction(traction_mandel(tau_hat, n), n, lam0, mu0)
+
+
+def traction_mandel(tau_hat: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """``a = tau n`` of Mandel fields: (..., 6, X, Y, Z//2 + 1) -> (..., 3, X, Y, Z//2 + 1), complex.
+
+    Every operator here depends on ``tau`` only through ``a``: ``P tau``, ``Gamma0 tau`` and the norms
+    ``|P tau|^2 = 2 |a|^2 - |n . a|^2`` and ``tau* : Gamma0 tau = |a|^2 / mu0 - c |n . a|^2`` per frequency.
+    """
     t = tau_hat.unbind(-4)
     n1, n2, n3 = n.to(tau_hat.real.dtype).unbind(0)
     s = 1.0 / _SQRT2
+    return torch.stack([t[0] * n1 + s * (t[5] * n2 + t[4] * n3),
+                        t[1] * n2 + s * (t[5] * n1 + t[3] * n3),
+                        t[2] * n3 + s * (t[4] * n1 + t[3] * n2)], dim=-4)
+
+
+def green_from_traction(a: torch.Tensor, n: torch.Tensor, lam0: float, mu0: float) -> torch.Tensor:
+    """``Gamma0 tau`` in Mandel form (..., 6, X, Y, Z//2 + 1) from ``a = tau n`` (:func:`traction_mandel`)."""
+    a1, a2, a3 = a.unbind(-4)
+    n1, n2, n3 = n.to(a.real.dtype).unbind(0)
     d = 1.0 / (2.0 * mu0)
-    c = (lam0 + mu0) / (mu0 * (lam0 + 2.0 * mu0))
-    a1 = t[0] * n1 + s * (t[5] * n2 + t[4] * n3)
-    a2 = t[1] * n2 + s * (t[5] * n1 + t[3] * n3)
-    a3 = t[2] * n3 + s * (t[4] * n1 + t[3] * n2)
-    q = c * (a1 * n1 + a2 * n2 + a3 * n3)
-    out = torch.empty_like(tau_hat)
+    q = green_coefficient(lam0, mu0) * (a1 * n1 + a2 * n2 + a3 * n3)
+    out = a.new_empty((*a.shape[:-4], 6, *a.shape[-3:]))
     o = out.unbind(-4)
     torch.mul(2.0 * d * a1 - q * n1, n1, out=o[0])
     torch.mul(2.0 * d * a2 - q * n2, n2, out=o[1])
@@ -172,6 +186,11 @@ def green_isotropic_mandel(tau_hat: torch.Tensor, n: torch.Tensor, lam0: float, 
     torch.mul(d * (n3 * a1 + n1 * a3) - q * n1 * n3, _SQRT2, out=o[4])
     torch.mul(d * (n2 * a1 + n1 * a2) - q * n1 * n2, _SQRT2, out=o[5])
     return out
+
+
+def green_coefficient(lam0: float, mu0: float) -> float:
+    """``c = (lam0 + mu0) / (mu0 (lam0 + 2 mu0))`` of :func:`green_isotropic`."""
+    return (lam0 + mu0) / (mu0 * (lam0 + 2.0 * mu0))
 
 
 def rfft_weights(cells: Sequence[int], *, device: torch.device | str | None = None,
