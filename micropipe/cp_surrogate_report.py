@@ -104,7 +104,8 @@ def build_report(*, index: Mapping[str, Any], loss_log_path: str | Path, analysi
     rep.section("VAE training")
     if stats_weight > 0:
         rep.text(f"Deviation from seed 003: this VAE has an auxiliary linear head from the fingerprint mu to each "
-                 f"VE's per-channel mean Euler angle (standardised over the training VEs), with weight "
+                 f"VE's mean of each of the three normalised Euler angles (standardised over the training VEs), with "
+                 f"weight "
                  f"{stats_weight:g} in the loss ('stats'). Without it, a run this short learns the VE-averaged phi1 "
                  f"and phi2 but not Phi, the angle that decides Mg's response to tension along z, and the "
                  f"surrogate cannot beat the baseline. The decoder and the reconstruction loss are the seed's.")

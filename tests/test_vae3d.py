@@ -168,27 +168,27 @@ def test_stats_head_learns_the_channel_means(tmp_path):
     with pytest.raises(ValueError, match="invalid stats_weight 1.0 for a model without the auxiliary head"):
         train(data[:12], data[12:], tmp_path / "no_head", TINY, TrainConfig(epochs=1, batch_size=4, stats_weight=1.0),
               device="cpu")
-    result = train(data[:12], data[12:], tmp_path, config, TrainConfig(epochs=8, batch_size=4, lr=3e-3,
-                                                                       stats_weight=1.0), device="cpu")
+    result = train(data[:12], data[12:], tmp_path, config, TrainConfig(epochs=8, batch_size=4, lr=1e-2,
+                                                                       stats_weight=10.0), device="cpu")
     means = data[:12].mean(axis=(2, 3, 4), dtype=np.float64)
-    np.testing.assert_allclose(result.model.stats_mean.numpy(), means.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(result.model.stats_mean.numpy(), means.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result.model.stats_std.numpy(), means.std(0), rtol=1e-4)
     log = result.loss_log
-    assert log[-1]["train_stats"] < 0.9 * log[0]["train_stats"]  # trained (slowly, at this size)
+    assert log[-1]["train_stats"] < 0.8 * log[0]["train_stats"]  # the head is trained
     # the buffers travel with the weights: a reloaded model predicts the same standardised means
     model, loaded = load_vae(tmp_path / BEST, device="cpu")
     assert loaded.stats_head and torch.equal(model.stats_std, result.model.stats_std)
     x = torch.from_numpy(data[12:])
     with torch.no_grad():
         target = model.channel_stats(x)
-        torch.testing.assert_close(target, torch.from_numpy(((x.double().mean(dim=(2, 3, 4)).numpy() - means.mean(0))
-                                                             / means.std(0)).astype(np.float32)), rtol=1e-4, atol=1e-5)
+        want = (data[12:].mean(axis=(2, 3, 4), dtype=np.float64) - means.mean(0)) / means.std(0)
+        torch.testing.assert_close(target, torch.from_numpy(want.astype(np.float32)), rtol=1e-4, atol=1e-4)
         err = (model.predict_stats(model.encode(x)[0]) - target).square().mean().item()
     assert err == pytest.approx(log[result.best_epoch - 1]["val_stats"], rel=1e-4)
     # the seed's architecture has no head, and a checkpoint with one is another architecture
     assert not hasattr(VAE3D(TINY), "stats")
     with pytest.raises(ValueError, match=r"checkpoint from another architecture.*model\.stats_head"):
-        train(data[:12], None, tmp_path, TINY, TrainConfig(epochs=9, batch_size=4), device="cpu")
+        train(data[:12], None, tmp_path, TINY, TrainConfig(epochs=9, batch_size=4, lr=1e-2), device="cpu")
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 5, 5), (1, 3, 8, 8, 8), (2, 1, 4, 6, 3)])
