@@ -62,6 +62,8 @@ def build_report(*, index: Mapping[str, Any], loss_log_path: str | Path, analysi
         "surrogate_mae_MPa_test": ev_test["mae_MPa"], "surrogate_mae_MPa_std_test": ev_test["mae_MPa_std"],
         "baseline_mae_MPa_test": ev_test["baseline_mae_MPa"], "baseline_mse_test": ev_test["baseline_mse"],
         "mae_ratio_test": ev_test["mae_ratio"], "skill_test": ev_test["skill"],
+        **({"mae_ratio_test_ci95_low": ev_test["mae_ratio_ci95"][0],
+            "mae_ratio_test_ci95_high": ev_test["mae_ratio_ci95"][1]} if "mae_ratio_ci95" in ev_test else {}),
         "inference_s_per_ve": ev_test["inference_s_per_ve"],
     }
     if "accuracy" in clustering:
@@ -85,6 +87,11 @@ def build_report(*, index: Mapping[str, Any], loss_log_path: str | Path, analysi
     ratio = ev_test["mae_ratio"]
     verdict = (f"{ratio:.2f}x lower than the baseline's" if ratio >= 1 else
                f"no better than the baseline (the baseline's is {1 / ratio:.2f}x lower)")
+    if "mae_ratio_ci95" in ev_test:
+        lo, hi = ev_test["mae_ratio_ci95"]
+        where = ", entirely above 1" if lo > 1 else ", reaching down to 1 or below" if ratio > 1 else ""
+        verdict += (f" (ratio {ratio:.2f}, 95 % bootstrap interval over the {ev_test['n']} test VEs {lo:.2f} to "
+                    f"{hi:.2f}{where})")
     rep.section("Summary").text(
         f"On the test split the surrogate's mean absolute error is {ev_test['mae_MPa']:.3g} MPa against "
         f"{ev_test['baseline_mae_MPa']:.3g} MPa for the trivial baseline (the training-mean curve for every VE): "
@@ -182,6 +189,9 @@ def _metric_rows(metrics: Mapping[str, float], phi4: Mapping[str, Any], clusteri
         ("  ± std over increments (MPa)", metrics["surrogate_mae_MPa_std_test"], PAPER["surrogate_mae_MPa_std"]),
         ("baseline MAE test (MPa)", metrics["baseline_mae_MPa_test"], ""),
         ("baseline MAE / surrogate MAE", metrics["mae_ratio_test"], ""),
+        ("  95 % bootstrap interval over test VEs",
+         (f"{metrics['mae_ratio_test_ci95_low']:.3g} to {metrics['mae_ratio_test_ci95_high']:.3g}"
+          if "mae_ratio_test_ci95_low" in metrics else ""), ""),
         ("texture-descriptor ridge MAE test (MPa, reference)", metrics.get("texture_reference_mae_MPa_test", ""), ""),
         ("inference time per VE (s)", metrics["inference_s_per_ve"], PAPER["inference_s_per_ve"]),
         ("CP runs converged", f"{int(metrics['cp_converged'])} / {int(metrics['cp_runs'])}", "48,401 / 50,000"),

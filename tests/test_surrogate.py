@@ -12,6 +12,7 @@ from micropipe.train.surrogate import (
     FitResult,
     MinMaxScaler,
     TrainConfig,
+    bootstrap_ratio_interval,
     evaluate,
     fit,
     load_surrogate,
@@ -314,6 +315,24 @@ def test_evaluate_by_hand():
     assert m["mae_ratio"] == pytest.approx(5 / (95 / 3))
     assert m["skill"] == pytest.approx(1 - m["mse"] / m["baseline_mse"])
     assert m["n"] == 2 and 0 < m["inference_s_per_ve"] < 1 and 0 < m["latency_s_single_ve"] < 1
+    # per-VE mean errors: baseline [5, 5], model [100/3, 30]; resamples of 2 VEs give ratios 0.15 to 0.1667
+    lo, hi = m["mae_ratio_ci95"]
+    assert 5 / (100 / 3) <= lo <= m["mae_ratio"] <= hi <= 5 / 30
+
+
+def test_bootstrap_ratio_interval():
+    rng = np.random.default_rng(3)
+    base = rng.uniform(1, 10, 40)
+    assert bootstrap_ratio_interval(base, base / 2) == pytest.approx([2.0, 2.0])  # the same ratio for every VE
+    other = rng.uniform(1, 10, 40)
+    lo, hi = bootstrap_ratio_interval(base, other)
+    assert lo < base.mean() / other.mean() < hi and 0.5 < lo < hi < 2  # two draws of one distribution
+    assert bootstrap_ratio_interval(base, base, seed=1) == pytest.approx([1.0, 1.0])
+    assert bootstrap_ratio_interval([1.0, 2.0], [0.0, 0.0]) == [float("inf"), float("inf")]
+    with pytest.raises(ValueError, match="paired 1D samples"):
+        bootstrap_ratio_interval([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="invalid level 1.5"):
+        bootstrap_ratio_interval([1.0], [1.0], level=1.5)
 
 
 def test_evaluate_rejects_bad_baseline(fitted):

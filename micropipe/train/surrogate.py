@@ -585,6 +585,8 @@ def evaluate(model: Surrogate, scaler: MinMaxScaler, X: Any, Y: Any, *, baseline
         ``baseline_mse``, ``baseline_mae_MPa``, ``baseline_mae_MPa_per_increment`` (k,): the same for
         ``baseline_curve``;
         ``mae_ratio``: ``baseline_mae_MPa / mae_MPa`` (> 1: the model beats the baseline);
+        ``mae_ratio_ci95``: [low, high], its 95 % paired bootstrap interval over VEs
+        (:func:`bootstrap_ratio_interval`): how much of the margin a different draw of VEs could undo;
         ``skill``: ``1 - mse / baseline_mse`` (1 perfect, 0 no better than the baseline);
         ``inference_s_per_ve``: seconds of :func:`predict` on all of ``X`` (after a warm-up) divided by n;
         ``latency_s_single_ve``: median seconds of :func:`predict` on one fingerprint.
@@ -635,10 +637,41 @@ def evaluate(model: Surrogate, scaler: MinMaxScaler, X: Any, Y: Any, *, baseline
         "baseline_mae_MPa": mae_base,
         "baseline_mae_MPa_per_increment": per_inc_base,
         "mae_ratio": mae_base / mae if mae > 0 else math.inf,
+        "mae_ratio_ci95": bootstrap_ratio_interval(err_base.mean(axis=1), err.mean(axis=1)),
         "skill": 1.0 - mse / mse_base if mse_base > 0 else (0.0 if mse == 0 else -math.inf),
         "inference_s_per_ve": per_ve,
         "latency_s_single_ve": statistics.median(single),
     }
+
+
+def bootstrap_ratio_interval(numerator: Any, denominator: Any, *, level: float = 0.95, n_resamples: int = 2000,
+                             seed: int = 0) -> list[float]:
+    """Percentile bootstrap interval of ``mean(numerator) / mean(denominator)`` over paired samples.
+
+    Parameters
+    ----------
+    numerator, denominator : array_like, shape (n,)
+        Paired per-sample values, e.g. each test VE's mean absolute error (MPa) of the baseline and of the
+        model; resampled together (the same VEs in both means), ``n_resamples`` times, seeded.
+    level : float
+        Coverage of the two-sided interval.
+
+    Returns
+    -------
+    [low, high] : list of 2 float
+        ``inf`` where a resample's denominator mean is 0.
+    """
+    a, b = np.asarray(numerator, float), np.asarray(denominator, float)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"expected paired 1D samples of equal length, got shapes {a.shape} and {b.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"invalid level {level!r}; expected 0 < level < 1")
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_resamples, a.size))
+    num, den = a[idx].mean(axis=1), b[idx].mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.inf)
+    tail = 100 * (1 - level) / 2
+    return [float(np.percentile(ratios, q, method="inverted_cdf")) for q in (tail, 100 - tail)]
 
 
 # -------------------------------------------------------------------------------------------- splitting
