@@ -334,8 +334,10 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
 
     index = load_index(dataset_uri)
     lattice = index["lattice"]
-    model, config = vae.load_vae(vae_path, device=device)
-    train_settings = load_checkpoint(vae_path, kind=KIND)["config"].get("train", {})
+    checkpoint = load_checkpoint(vae_path, kind=KIND)
+    model, config = vae.load_vae(checkpoint, device=device)
+    train_settings = checkpoint["config"].get("train", {})
+    del checkpoint
     phi4, examples = {}, {}
     for name in index["sets"]:
         _, x = load_tensors(index["sets"][name]["uri"], lattice, limit=n_reconstruct)

@@ -333,6 +333,8 @@ def test_load_vae_and_fingerprints(tmp_path):
     assert rec.shape == data.shape and rec.dtype == np.float32
     np.testing.assert_allclose(rec, rec_ref, rtol=1e-5, atol=1e-6)
     latest, _ = load_vae(tmp_path / CHECKPOINT, device="cpu")
+    again, _ = load_vae(load_checkpoint(tmp_path / BEST), device="cpu")  # a checkpoint read once, reused
+    np.testing.assert_array_equal(encode_mean(again, data, batch_size=4), mu)
     assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 2
 
 

@@ -228,7 +228,7 @@ def solve(stiffness: StiffnessField, E: Any, *, tol: float = TOL, max_iter: int 
     def norms(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(|P tau|^2, <tau, Gamma0 tau>) summed over voxels (Parseval), from a = tau_hat n."""
         a2 = (a.real.square() + a.imag.square()).sum(-4)
-        q = (a * n.to(dt)).sum(-4)
+        q = (a * n).sum(-4)
         q2 = q.real.square() + q.imag.square()
         return (((2.0 * a2 - q2) * weights).sum((-3, -2, -1)), ((a2 / mu0 - c0 * q2) * weights).sum((-3, -2, -1)))
 

@@ -533,18 +533,23 @@ def _warn_changes(ckpt: dict[str, Any], run_config: dict[str, Any], data_info: d
             log.warning("resuming with changed %s settings (%s)", part, str(err).split("differs in ", 1)[-1])
 
 
-def load_vae(path: str | Path, device: str | torch.device | None = None) -> tuple[VAE3D, VAEConfig]:
+def load_vae(path: str | Path | Mapping[str, Any], device: str | torch.device | None = None
+             ) -> tuple[VAE3D, VAEConfig]:
     """VAE of a checkpoint (``best.pt`` or ``checkpoint.pt``), rebuilt from its stored config; eval mode.
 
-    ``device`` as :func:`micropipe.device.pick_device` (None: CUDA when available).
+    ``path`` may also be a checkpoint already read with :func:`~micropipe.train.checkpoint.load_checkpoint`
+    (2.5 GB at paper scale: read it once when its other fields are needed too). ``device`` as
+    :func:`micropipe.device.pick_device` (None: CUDA when available).
     """
     from micropipe.device import pick_device
-    ckpt = load_checkpoint(path, kind=KIND)
+    loaded = isinstance(path, Mapping)
+    ckpt = path if loaded else load_checkpoint(path, kind=KIND)
     config = VAEConfig.from_dict(ckpt["config"]["model"])
     model = VAE3D(config)
     model.load_state_dict(ckpt["model"])
     model.to(pick_device(None if device is None else str(device)))
-    log.info("loaded %s (%s, %d parameters) from %s at epoch %d", KIND, config, model.n_params(), path, ckpt["step"])
+    log.info("loaded %s (%s, %d parameters) from %s at epoch %d", KIND, config, model.n_params(),
+             "a loaded checkpoint" if loaded else path, ckpt["step"])
     return model.eval(), config
 
 
