@@ -112,10 +112,9 @@ def build_report(*, index: Mapping[str, Any], loss_log_path: str | Path, analysi
     if stats_weight > 0:
         rep.text(f"Deviation from seed 003: this VAE has an auxiliary linear head from the fingerprint mu to each "
                  f"VE's mean of each of the three normalised Euler angles (standardised over the training VEs), with "
-                 f"weight "
-                 f"{stats_weight:g} in the loss ('stats'). Without it, a run this short learns the VE-averaged phi1 "
-                 f"and phi2 but not Phi, the angle that decides Mg's response to tension along z, and the "
-                 f"surrogate cannot beat the baseline. The decoder and the reconstruction loss are the seed's.")
+                 f"weight {stats_weight:g} in the loss ('stats'). Without it, a run this short learns the "
+                 f"VE-averaged phi1 and phi2 but not Phi, the angle that decides Mg's response to tension along z, "
+                 f"and the surrogate cannot beat the baseline. The decoder and the reconstruction loss are the seed's.")
     if loss:
         rep.figure(_loss_figure(loss), "Loss per epoch: total (negative ELBO per input element), BCE, spectral "
                                        "(FFT MSE) and KL terms"

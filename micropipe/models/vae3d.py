@@ -245,10 +245,16 @@ class VAE3D(nn.Module):
             self.register_buffer("stats_mean", torch.zeros(config.in_channels))
             self.register_buffer("stats_std", torch.ones(config.in_channels))
 
+    @staticmethod
+    def channel_means(x: torch.Tensor) -> torch.Tensor:
+        """Each VE's per-channel mean, ``x`` (B, C, N, N, N) -> (B, C), float32: what the auxiliary head predicts,
+        before standardisation."""
+        return x.float().mean(dim=(2, 3, 4))
+
     def channel_stats(self, x: torch.Tensor) -> torch.Tensor:
-        """Target of the auxiliary head: each VE's per-channel mean, standardised with ``stats_mean`` and
+        """Target of the auxiliary head: :meth:`channel_means` standardised with ``stats_mean`` and
         ``stats_std``; ``x`` (B, C, N, N, N) -> (B, C), float32."""
-        return (x.float().mean(dim=(2, 3, 4)) - self.stats_mean) / self.stats_std
+        return (self.channel_means(x) - self.stats_mean) / self.stats_std
 
     def predict_stats(self, mu: torch.Tensor) -> torch.Tensor:
         """The auxiliary head's estimate of :meth:`channel_stats` from the fingerprint ``mu`` (B, latent_dim)

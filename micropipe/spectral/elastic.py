@@ -232,8 +232,8 @@ def solve(stiffness: StiffnessField, E: Any, *, tol: float = TOL, max_iter: int 
         q2 = q.real.square() + q.imag.square()
         return (((2.0 * a2 - q2) * weights).sum((-3, -2, -1)), ((a2 / mu0 - c0 * q2) * weights).sum((-3, -2, -1)))
 
-    def traction(field: torch.Tensor) -> torch.Tensor:
-        return grid.traction_mandel(grid.rfft(stiffness.apply(field)), n)
+    def traction(stress: torch.Tensor) -> torch.Tensor:
+        return grid.traction_mandel(grid.rfft(stress), n)
 
     E_field = E[..., None, None, None].expand(*E.shape, *cells)
     scale = torch.sqrt(_dot(stiffness.apply(E_field), stiffness.apply(E_field)))
@@ -241,7 +241,7 @@ def solve(stiffness: StiffnessField, E: Any, *, tol: float = TOL, max_iter: int 
     x = torch.zeros((*E.shape, *cells), device=dev, dtype=dt)
     iterations = torch.zeros(E.shape[:2], dtype=torch.long, device=dev)
     for restart in range(10):  # restarts only when the recurrence residual drifted from the true one
-        a = -traction(E_field + x)  # of the residual r = -P[C : (E + x)]
+        a = -traction(stiffness.apply(E_field + x))  # of the residual r = -P[C : (E + x)]
         rr, rz = norms(a)
         active = torch.sqrt(rr) > tol * scale
         if not bool(active.any()):
@@ -258,7 +258,7 @@ def solve(stiffness: StiffnessField, E: Any, *, tol: float = TOL, max_iter: int 
             pAp = _dot(p, tau)  # = <p, P C p>: p is compatible
             alpha = torch.where(active, rz / torch.where(pAp > 0, pAp, torch.ones_like(pAp)), torch.zeros_like(rz))
             x.addcmul_(p, alpha[..., None, None, None, None])  # in place: fields are 36 x N^3 numbers per volume
-            a.sub_(grid.traction_mandel(grid.rfft(tau), n) * alpha[..., None, None, None, None])
+            a.sub_(traction(tau) * alpha[..., None, None, None, None])
             rr, rz_new = norms(a)
             beta = torch.where(active, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)), torch.zeros_like(rz))
             p.mul_(beta[..., None, None, None, None]).add_(grid.irfft(grid.green_from_traction(a, n, lam0, mu0),
@@ -271,7 +271,7 @@ def solve(stiffness: StiffnessField, E: Any, *, tol: float = TOL, max_iter: int 
                           float((torch.sqrt(rr) / scale).max()))
     strain = E_field + x
     stress = stiffness.apply(strain)
-    residual = torch.sqrt(norms(grid.traction_mandel(grid.rfft(stress), n))[0].clamp_min(0.0)) / scale
+    residual = torch.sqrt(norms(traction(stress))[0].clamp_min(0.0)) / scale
     return Solution(strain=strain, stress=stress, iterations=iterations.cpu().numpy(),
                     residual=residual.cpu().numpy())
 

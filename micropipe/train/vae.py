@@ -339,10 +339,10 @@ def _evaluate(model: VAE3D, dataset: Dataset, batch_size: int, num_workers: int,
 
 @torch.no_grad()
 def _channel_mean_stats(dataset: Dataset, batch_size: int, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation over ``dataset`` of each VE's per-channel mean, each (C,) float32 on the CPU;
+    """Mean and standard deviation over ``dataset`` of :meth:`VAE3D.channel_means`, each (C,) float32 on the CPU;
     a standard deviation of 0 (a constant channel) becomes 1."""
-    means = torch.cat([x.mean(dim=(2, 3, 4)) for x in _loader(dataset, batch_size, None, num_workers,
-                                                              torch.device("cpu"))]).double()
+    means = torch.cat([VAE3D.channel_means(x) for x in _loader(dataset, batch_size, None, num_workers,
+                                                               torch.device("cpu"))]).double()
     std = means.std(dim=0, unbiased=False) if len(means) > 1 else torch.zeros(means.shape[1], dtype=torch.float64)
     return means.mean(dim=0).float(), torch.where(std > 0, std, torch.ones_like(std)).float()
 
