@@ -157,13 +157,15 @@ def test_write_case_rejects_bad_material_config(tmp_path, config):
                                                            eps_rel_P=1e-3, N_iter_min=2, N_iter_max=100,
                                                            N_cutback_max=0, N_staggered_iter_max=5,
                                                            N_iter_Lp_max=30, eps_rel_Lp=1e-6, eps_abs_Lp=1e-8,
-                                                           eps_rel_state=1e-6)])
+                                                           eps_rel_state=1e-6, N_ramp=3)])
 def test_numerics_round_trip_in_damask_layout(tmp_path, numerics):
     path = save_numerics(numerics, tmp_path / "numerics.yaml")
     assert load_numerics(path) == numerics
     doc = damask.YAML.load(path)
-    assert {k: _get(doc, p) for k, p in num.PATHS_3X.items()} == dataclasses.asdict(numerics)
-    assert set(doc) == {"solver", "phase"} and set(doc["solver"]) == {"grid"}
+    values = {k: _get(doc, p) for k, p in num.PATHS_3X.items()} | doc["micropipe"]
+    assert values == dataclasses.asdict(numerics)
+    assert set(doc["micropipe"]) == set(num.BUILTIN_ONLY)
+    assert set(doc) == {"solver", "phase", "micropipe"} and set(doc["solver"]) == {"grid"}
 
 
 def _write(tmp_path, text):
@@ -232,9 +234,10 @@ def test_numerics_maps_old_names_and_micropipe_key(tmp_path):
     assert n == Numerics(eps_abs_div=1e-3, eps_rel_div=1e-4, eps_abs_P=100.0, eps_rel_P=0.01, N_iter_min=2,
                          N_iter_max=250, N_cutback_max=5, N_staggered_iter_max=12, N_iter_Lp_max=35,
                          eps_rel_Lp=1e-7, eps_abs_Lp=1e-9, eps_rel_state=1e-7)
-    assert set(num.PATHS_3_0_ALPHA) == set(num.PATHS_3X) == {f.name for f in dataclasses.fields(Numerics)}
-    assert numerics_from_config({"micropipe": {"eps_rel_state": 1e-5, "N_iter_Lp_max": 9}}) == Numerics(
-        eps_rel_state=1e-5, N_iter_Lp_max=9)
+    fields = {f.name for f in dataclasses.fields(Numerics)}
+    assert set(num.PATHS_3_0_ALPHA) == set(num.PATHS_3X) == fields - set(num.BUILTIN_ONLY)
+    assert numerics_from_config({"micropipe": {"eps_rel_state": 1e-5, "N_iter_Lp_max": 9, "N_ramp": 1}}) == Numerics(
+        eps_rel_state=1e-5, N_iter_Lp_max=9, N_ramp=1)
 
 
 @pytest.mark.parametrize(("text", "match"), [
@@ -246,6 +249,7 @@ def test_numerics_maps_old_names_and_micropipe_key(tmp_path):
      r"solver/grid/mechanical/eps_rel_P \(field eps_rel_P\) must be a positive finite number, got 0"),
     ("grid: {eps_div_atol: -1.0e-4}", r"grid/eps_div_atol \(field eps_abs_div\) must be a positive"),
     ("micropipe: {eps_abs_Lp: tiny}", r"micropipe/eps_abs_Lp .*positive finite number, got 'tiny'"),
+    ("micropipe: {N_ramp: 0}", r"micropipe/N_ramp \(field N_ramp\) must be an integer >= 1, got 0"),
     ("phase: {mechanical: {plastic: {eps_rel_Lp: .nan}}}", r"phase/mechanical/plastic/eps_rel_Lp .*positive finite"),
     ("solver: {grid: {mechanical: {N_iter_min: 50, N_iter_max: 40}}}",
      r"N_iter_min = 50 exceeds N_iter_max = 40; expected N_iter_min <= N_iter_max"),

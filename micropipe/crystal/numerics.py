@@ -20,6 +20,7 @@ N_iter_Lp_max          phase/mechanical/plastic/N_iter_Lp_max            crystal
 eps_rel_Lp             phase/mechanical/plastic/eps_rel_Lp               crystallite/rtol_Stress
 eps_abs_Lp             phase/mechanical/plastic/eps_abs_Lp               crystallite/atol_Stress
 eps_rel_state          phase/mechanical/eps_rel_state                    crystallite/rtol_State
+N_ramp                 micropipe/N_ramp (built-in solver only)           --
 =====================  ================================================  ===================================
 
 Every field may also be given under a top-level ``micropipe:`` key by its field name (DAMASK ignores that key).
@@ -84,6 +85,12 @@ class Numerics:
         Relative tolerance on the state: DAMASK's on the slip resistances; the built-in solver's on the
         2-norm of its weighted local residual (stress relative to the trial stress, resistances relative
         to their old values).
+    N_ramp : int
+        Built-in solver only (``micropipe:`` key): the first increment of every load step is integrated in
+        this many sub-steps whose lengths double (1 : 2 : 4 : ...), the output still at the increment's end.
+        That increment has no rate to extrapolate and usually holds the elastic-plastic transition, where one
+        backward-Euler step is slow to converge and least accurate (DAMASK's Cu yields within a tenth of seed
+        003's first increment).  1 takes it in one step, as DAMASK_grid does unless it cuts back.
     """
 
     eps_abs_div: float = 1.0e-4
@@ -98,6 +105,7 @@ class Numerics:
     eps_rel_Lp: float = 1.0e-8
     eps_abs_Lp: float = 1.0e-12
     eps_rel_state: float = 1.0e-8
+    N_ramp: int = 5
 
 
 PATHS_3X: dict[str, tuple[str, ...]] = {
@@ -133,9 +141,12 @@ PATHS_3_0_ALPHA: dict[str, tuple[str, ...]] = {
 """The older names (``grid:`` and ``crystallite:`` sections of the earlier 3.0.0 alphas), read only."""
 
 MICROPIPE_KEY = "micropipe"
+BUILTIN_ONLY = ("N_ramp",)
+"""Fields with no DAMASK key: read from and written under ``micropipe:`` only."""
 _FIELDS = {f.name: f for f in dataclasses.fields(Numerics)}
 _INT_FIELDS = frozenset(name for name, f in _FIELDS.items() if isinstance(f.default, int))
-_MIN_INT = {"N_iter_min": 1, "N_iter_max": 2, "N_cutback_max": 0, "N_staggered_iter_max": 1, "N_iter_Lp_max": 1}
+_MIN_INT = {"N_iter_min": 1, "N_iter_max": 2, "N_cutback_max": 0, "N_staggered_iter_max": 1, "N_iter_Lp_max": 1,
+            "N_ramp": 1}
 
 
 def load_numerics(path: PathLike) -> Numerics:
@@ -207,8 +218,9 @@ def numerics_from_config(config: Mapping[str, Any] | None, source: str = "numeri
 def save_numerics(numerics: Numerics, path: PathLike) -> Path:
     """Write ``numerics`` as numerics.yaml in DAMASK 3.x layout (DAMASK_grid ``--numerics``); return the path.
 
-    Every field goes to its key in :data:`PATHS_3X`; :func:`load_numerics` reads the file back unchanged.  The
-    file is written under a temporary name and renamed into place.
+    Every field goes to its key in :data:`PATHS_3X`, the built-in solver's own ones (``N_ramp``) under
+    ``micropipe:``; :func:`load_numerics` reads the file back unchanged.  The file is written under a temporary
+    name and renamed into place.
     """
     if not isinstance(numerics, Numerics):
         raise TypeError(f"save_numerics: expected a Numerics, got {type(numerics).__name__}")
@@ -218,6 +230,7 @@ def save_numerics(numerics: Numerics, path: PathLike) -> Path:
         for k in key_path[:-1]:
             node = node.setdefault(k, {})
         node[key_path[-1]] = getattr(numerics, field)
+    doc[MICROPIPE_KEY] = {field: getattr(numerics, field) for field in BUILTIN_ONLY}
     path = Path(path)
     with atomic_path(path) as tmp:
         damask.YAML(doc).save(tmp, default_flow_style=False)

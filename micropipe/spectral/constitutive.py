@@ -19,10 +19,10 @@ Time integration (DAMASK's): one backward-Euler step per (sub)increment,
 ``F_p,new^-1 = F_p,old^-1 (I - dt L_p,new)``, with ``L_p`` and the resistances ``xi`` both at the end of the
 step.  The local equations are solved for the unknowns (S, xi) together by Newton's method with a
 backtracking line search per point (analytic Jacobian, equilibrated linear solves), from several starting
-points in turn -- the last global iterate's solution, then the stresses of the predicted L_p, of the elastic
-trial and of the last step, each with its deviatoric part capped so that no system shears faster than ten
-times the local deformation rate (started far above the slip resistance, Newton's method on a power law with
-n = 20 creeps) -- the best result winning; points that still fail are re-solved through a continuation in the
+points in turn -- the last global iterate's solution (in a step's first iteration the last converged
+state), then the stresses of the predicted L_p, of the elastic trial and of the last step, each with its
+deviatoric part capped so that no system shears faster than ten times the local deformation rate (started far
+above the slip resistance, Newton's method on a power law with n = 20 creeps) -- the best result winning; points that still fail are re-solved through a continuation in the
 step (nearby steps supply starting points, the result is the same step).  A converged point takes one more
 full step, which keeps neighbouring global iterates from seeing solutions scattered within the tolerance.
 The consistent tangent includes the change of the resistances in the step (the twin volume fraction enters
@@ -294,11 +294,15 @@ class Phenopowerlaw:
             return torch.cat([R_S, xi - old.xi - dt[:, None] * xidot], -1), None, Lp, gamma
         xidot, d_xi, M = self.state_rate(xi, gamma, gdot, derivatives=True)
         R_xi = xi - old.xi - dt[:, None] * xidot
-        dS_dLp = self._dS_dLp(B, Fe, dt)
+        # dS/dL_p applied to every Schmid tensor, Q = dS/dL_p : P_a (V, 9, N), without the (V, 9, 9) dS/dL_p:
+        # Q_ij,a = -dt C_ijml (G^T P_a)_ml with G = B^T F_e.
+        G = B.transpose(-1, -2) @ Fe
+        Q = (-dt[:, None, None] * ((G.transpose(-1, -2)[:, None] @ self.schmid).reshape(V, N, 9) @ self.C9.T)
+             ).transpose(-1, -2)
         dgdot_dxi = -self.n * gdot / xi
         J = xi.new_empty(V, 9 + N, 9 + N)
-        J[:, :9, :9] = torch.eye(9, dtype=xi.dtype, device=xi.device) - dS_dLp @ self._dLp_dS(dgdot)
-        J[:, :9, 9:] = -dS_dLp @ (self.schmid9.T * dgdot_dxi[:, None, :])
+        J[:, :9, :9] = torch.eye(9, dtype=xi.dtype, device=xi.device) - (Q * dgdot[:, None, :]) @ self.schmid9
+        J[:, :9, 9:] = -Q * dgdot_dxi[:, None, :]
         J[:, 9:, :9] = -dt[:, None, None] * (M @ (dgdot[:, :, None] * self.schmid9))
         J[:, 9:, 9:] = (torch.eye(N, dtype=xi.dtype, device=xi.device)
                         - dt[:, None, None] * (torch.diag_embed(d_xi) + M * dgdot_dxi[:, None, :]))
@@ -381,16 +385,19 @@ class Phenopowerlaw:
             trial = y[idx] + alpha[idx, None] * direction[idx]
             positive = (trial[:, 9:] > 0).all(-1)
             trial = torch.where(positive[:, None], trial, y[idx])
-            R_t, J_t, Lp_t, gamma_t = self._residual(B[idx], dt[idx], old.select(idx),
-                                                     trial[:, :9].reshape(-1, 3, 3), trial[:, 9:], True)
+            old_idx = old.select(idx)
+            R_t, _, Lp_t, gamma_t = self._residual(B[idx], dt[idx], old_idx, trial[:, :9].reshape(-1, 3, 3),
+                                                   trial[:, 9:], False)
             phi_t = torch.linalg.vector_norm(w[idx] * R_t, dim=-1)
             polish = phi[idx] <= tol
             acc = positive & torch.isfinite(phi_t) & (phi_t <= torch.where(polish, 1.0, 1.0 - 1e-4 * alpha[idx])
                                                       * phi[idx])
             polished[idx[polish]] = True
             a = idx[acc]
-            y[a], R[a], J[a], Lp[a], gamma[a], phi[a] = trial[acc], R_t[acc], J_t[acc], Lp_t[acc], gamma_t[acc], \
-                phi_t[acc]
+            y[a], R[a], Lp[a], gamma[a], phi[a] = trial[acc], R_t[acc], Lp_t[acc], gamma_t[acc], phi_t[acc]
+            if a.numel():  # the Jacobian only where the trial is accepted: rejected ones are never solved with
+                J[a] = self._residual(B[a], dt[a], old_idx.select(acc), y[a, :9].reshape(-1, 3, 3), y[a, 9:],
+                                      True)[1]
             alpha[idx[~acc]] *= 0.5
             fresh[idx] = acc
             fresh[idx[polish]] = True  # the extra step is taken or not, never shortened
