@@ -121,6 +121,11 @@ def test_ramp_takes_the_first_increment_in_doubling_substeps():
     np.testing.assert_allclose(r.sigma[1:, 2, 2], ref["sigma"][keep][1:, 2, 2], rtol=1e-6)
     (one,) = cp.solve_orientations(phase, np.zeros((2, 2, 2), int), O[None], lc, numerics=TIGHT)
     assert abs(one.sigma[1, 2, 2] - r.sigma[1, 2, 2]) > 1e-4 * r.sigma[1, 2, 2]  # the ramp is a different step
+    # A first increment whose elastic trial stays below cp.RAMP_OVERSTRESS times the resistances is one step.
+    strong = dataclasses.replace(phase, plastic=dataclasses.replace(phase.plastic, xi_0_sl=(30e6,)))
+    runs = [cp.solve_orientations(strong, np.zeros((2, 2, 2), int), O[None], lc,
+                                  numerics=dataclasses.replace(TIGHT, N_ramp=n))[0] for n in (1, 5)]
+    np.testing.assert_array_equal(runs[0].sigma, runs[1].sigma)
 
 
 @pytest.mark.parametrize("hardening", [False, True])

@@ -22,8 +22,9 @@ backtracking line search per point (analytic Jacobian, equilibrated linear solve
 points in turn -- the last global iterate's solution (in a step's first iteration the last converged
 state), then the stresses of the predicted L_p, of the elastic trial and of the last step, each with its
 deviatoric part capped so that no system shears faster than ten times the local deformation rate (started far
-above the slip resistance, Newton's method on a power law with n = 20 creeps) -- the best result winning; points that still fail are re-solved through a continuation in the
-step (nearby steps supply starting points, the result is the same step).  A converged point takes one more
+above the slip resistance, Newton's method on a power law with n = 20 creeps) -- the best result winning;
+points that still fail are re-solved through a continuation in the step (nearby steps supply starting points,
+the result is the same step).  A converged point takes one more
 full step, which keeps neighbouring global iterates from seeing solutions scattered within the tolerance.
 The consistent tangent includes the change of the resistances in the step (the twin volume fraction enters
 with its start-of-step value).  The stored ``F_p`` is rescaled to ``det = 1`` (as DAMASK does); the stress
@@ -469,6 +470,12 @@ class Phenopowerlaw:
                 keep[alive] = False
                 todo = todo[keep]
         return y, phi, J, Lp, gamma, passes
+
+    def overstress(self, F: torch.Tensor, old: State) -> torch.Tensor:
+        """Largest ``|tau_a| / xi_a`` (V,) of the elastic trial: the stress at F (V, 3, 3) without plastic flow."""
+        _, S = self._stress(F @ old.Fp_inv, torch.zeros_like(F), torch.zeros(F.shape[0], dtype=F.dtype,
+                                                                             device=F.device))
+        return ((S.reshape(-1, 9) @ self.schmid9.T).abs() / old.xi).amax(-1)
 
     # -- the step ------------------------------------------------------------------------------------------
 

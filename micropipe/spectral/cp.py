@@ -28,9 +28,10 @@ stress component is met to ``max(eps_rel_P |P_avg|, eps_abs_P)`` (:class:`~micro
 Increments that fail (a local solve does not converge, or equilibrium is not reached in ``N_iter_max``
 iterations) are cut back, halving the step up to ``N_cutback_max`` times as DAMASK does; a volume element that
 still fails is reported ``converged=False`` with the increment and residual, and the rest of the batch goes on.
-Unlike DAMASK_grid, the first increment of every load step is taken in ``N_ramp`` sub-steps whose lengths double
+Unlike DAMASK_grid, the first increment of a load step whose elastic trial overshoots the slip resistances
+(:data:`RAMP_OVERSTRESS`) is taken in ``N_ramp`` sub-steps whose lengths double
 (:class:`~micropipe.crystal.numerics.Numerics`; 1 takes DAMASK's single step): it has no rate to extrapolate the
-predictor from and usually holds the elastic-plastic transition, where one backward-Euler step converges slowly
+predictor from and then holds the elastic-plastic transition, where one backward-Euler step converges slowly
 and is least accurate.  For DAMASK's Cu example (yield within a tenth of seed 003's first increment) the
 sub-steps move sigma_zz at that increment by 0.5-0.9 % towards the time-converged value, and the curves meet
 again within a few increments.
@@ -264,6 +265,15 @@ class _Batch:
             states.append(u.state)
         return self.g.field(Pf, self.b), K, states, ok.reshape(self.b, -1).all(-1)
 
+    def overstress(self, F: torch.Tensor) -> torch.Tensor:
+        """Per VE (b,): the largest ``|tau| / xi`` over systems and voxels if F were reached elastically."""
+        Ff = self.g.flat(F)
+        out = torch.zeros(Ff.shape[0], dtype=Ff.dtype, device=Ff.device)
+        for p, (m, idx) in enumerate(zip(self.models, self.voxels, strict=True)):
+            sel = slice(None) if self.single else idx
+            out[sel] = m.overstress(Ff[sel], self.states[p])
+        return out.reshape(self.b, -1).amax(-1)
+
     def keep(self, alive: torch.Tensor) -> None:
         """Drop the volume elements where ``alive`` (b,) is False."""
         V = self.g.N
@@ -326,6 +336,10 @@ def _bicgstab(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, 
     return x, it
 
 
+RAMP_OVERSTRESS = 2.0
+"""The first increment of a load step is ramped (Numerics.N_ramp) when, taken elastically from the predictor, it
+would load some slip or twin system beyond this many times its resistance (measured at seed 003's first
+increment: DAMASK's Cu 15, the Mg set 0.8)."""
 KRYLOV_RTOL = 1e-2
 """Relative tolerance of the linear solves of the inexact Newton iteration (forcing term)."""
 KRYLOV_MAX_ITER = 500
@@ -506,10 +520,16 @@ def _solve(phase_ids: np.ndarray, O: np.ndarray, phases: list[Phase], loadcase: 
             break
         if targets is None or targets.step is not inc.step:
             targets = _Targets(inc.step, F_avg.clone(), P_aim.clone())
-        # The first increment of a load step ramps up: sub-steps doubling in length (see Numerics.N_ramp).
         span = inc.t1 - inc.t0
-        ramp = num.N_ramp if k == 0 or incs[k - 1].step is not inc.step else 1
-        t, level, dt_next = inc.t0, 0, span / (2 ** ramp - 1)
+        t, level, dt_next = inc.t0, 0, span
+        if num.N_ramp > 1 and (k == 0 or incs[k - 1].step is not inc.step):
+            # The first increment of a load step, when its elastic trial overshoots the slip resistances: a ramp
+            # of sub-steps doubling in length (Numerics.N_ramp).
+            over = float(batch.overstress(_predictor(batch, targets, t, span)).max())
+            if over > RAMP_OVERSTRESS:
+                dt_next = span / (2 ** num.N_ramp - 1)
+                log.debug("increment %d: elastic trial at %.3g times the slip resistance, %d sub-steps", inc.index,
+                          over, num.N_ramp)
         while t < inc.t1 - 1e-12 * inc.step.t and batch.b:
             dt = min(dt_next, inc.t1 - t)
             ok, its, why = _step(batch, targets, t, dt, num)
@@ -583,6 +603,14 @@ def _merge(keep_new: torch.Tensor, new, old, batch: _Batch):
     return P, K, states
 
 
+def _predictor(batch: _Batch, targets: _Targets, t: float, dt: float) -> torch.Tensor:
+    """Start of a step's iteration: the last step's rate, then the prescribed average components set exactly."""
+    F = batch.F + dt * batch.F_rate
+    F_target = targets.F(t + dt, batch.F.mean((-3, -2, -1)), dt)
+    mask_F = targets.mask_F[:, :, None, None, None]
+    return F + torch.where(mask_F, (F_target - F.mean((-3, -2, -1)))[..., None, None, None], torch.zeros_like(F))
+
+
 def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
           ) -> tuple[torch.Tensor, int, list[str]]:
     """One (sub)step from ``t`` to ``t + dt`` (s, into the load step) for the whole batch.
@@ -599,13 +627,8 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
     """
     g, b = batch.g, batch.b
     dev = batch.F.device
-    F_avg_old = batch.F.mean((-3, -2, -1))
-    F_target = targets.F(t + dt, F_avg_old, dt)
     P_target = targets.P(t + dt)
-    mask_F = targets.mask_F[:, :, None, None, None]
-    # Predictor: the last step's rate, then the prescribed average components set exactly.
-    F = batch.F + dt * batch.F_rate
-    F = F + torch.where(mask_F, (F_target - F.mean((-3, -2, -1)))[..., None, None, None], torch.zeros_like(F))
+    F = _predictor(batch, targets, t, dt)
     dt_t = torch.tensor(dt, dtype=DTYPE, device=dev)
     guesses = batch.states  # the local solves start from the last converged state, then their usual starts
     ok = torch.zeros(b, dtype=torch.bool, device=dev)
