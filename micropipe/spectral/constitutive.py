@@ -212,11 +212,17 @@ class Phenopowerlaw:
             gdot, dgdot = gdot * factor, dgdot * factor
         return gdot, dgdot
 
-    def state_rate(self, xi: torch.Tensor, gamma: torch.Tensor, gdot: torch.Tensor, *, derivatives: bool = False):
+    def state_rate(self, xi: torch.Tensor, gamma: torch.Tensor, gdot: torch.Tensor, *, derivatives: bool = False,
+                   dt: torch.Tensor | None = None):
         """Rate of the slip and twin resistances (V, N), Pa/s.
 
         With ``derivatives``, also ``d xidot / d xi`` at fixed shear rates (V, N), diagonal, 1/s, and
-        ``d xidot / d gdot`` (V, N, N), Pa (``gamma`` held fixed in both).
+        ``M = d xidot / d gdot`` (V, N, N), Pa (``gamma`` held fixed in both), as blocks
+        ``(rows, cols, r, H, c)``: ``M[:, rows, cols] = r[:, :, None] * H * c[:, None, :]`` (slices, row and
+        column scales (V, n) or None for 1, and an interaction matrix), zero outside the blocks, so that the
+        Jacobian is assembled without (V, N, N) temporaries.  With ``dt`` (V,), ``gamma`` is taken to follow
+        the shear rates as ``gamma_old + dt |gdot|``, and ``M`` includes the change of the twin volume fraction
+        and of the slip sum with them (rank-one blocks).
         """
         c_1, c_2, c_3, c_4 = self.c
         sl, N_sl = slice(0, self.N_sl), self.N_sl
@@ -243,17 +249,47 @@ class Phenopowerlaw:
             rate = rate_sl
         if not derivatives:
             return rate
-        V = xi.shape[0]
         d_xi = torch.zeros_like(xi)
         d_xi[:, sl] = -self.h_0_sl_sl * left * self.a * x.abs().clamp_min(1e-12) ** (self.a - 1.0) / xi_sat * hsum
-        M = xi.new_zeros(V, self.N, self.N)
         sign_sl = torch.sign(gdot[:, sl])
-        M[:, sl, sl] = f[:, :, None] * self.H_sl_sl * sign_sl[:, None, :]
+        M = [(sl, sl, f, self.H_sl_sl, sign_sl)]
         if self.N_tw:
-            M[:, sl, N_sl:] = self.H_sl_tw
-            M[:, N_sl:, sl] = (self.h_0_tw_sl * sum_gamma ** c_3)[:, :, None] * self.H_tw_sl * sign_sl[:, None, :]
-            M[:, N_sl:, N_sl:] = (self.h_0_tw_tw * F_tw[:, None] ** c_4)[:, :, None] * self.H_tw_tw
+            tw = slice(N_sl, self.N)
+            M += [(sl, tw, None, self.H_sl_tw, None),
+                  (tw, sl, self.h_0_tw_sl * sum_gamma ** c_3, self.H_tw_sl, sign_sl),
+                  (tw, tw, self.h_0_tw_tw * F_tw[:, None] ** c_4, self.H_tw_tw, None)]
+            if dt is not None:
+                M += self._gamma_blocks(xi, gdot, F_tw, sum_gamma, x, left, xi_sat, hsum, abs_sl, dt)
         return rate, d_xi, M
+
+    def _gamma_blocks(self, xi, gdot, F_tw, sum_gamma, x, left, xi_sat, hsum, abs_sl, dt) -> list:
+        """Rank-one blocks of ``d xidot / d gdot`` through ``gamma = gamma_old + dt |gdot|`` (see state_rate).
+
+        The slip sum enters the twin hardening as ``sum_gamma^c_3``, the twin volume fraction ``F_tw`` the slip
+        hardening through ``xi_sat = xi_inf + f_sat sqrt(F_tw)`` and ``1 + c_1 F_tw^c_2``, and the twin
+        hardening as ``F_tw^c_4``; ``d F_tw / d gdot_t = dt sign(gdot_t) / s_t``, ``d sum_gamma / d gdot_a =
+        dt sign(gdot_a)``.  Powers below one are evaluated at ``max(., 1e-30)`` (their slope is infinite at 0).
+        """
+        c_1, c_2, c_3, c_4 = self.c
+        sl, tw = slice(0, self.N_sl), slice(self.N_sl, self.N)
+        tiny = 1e-30
+        ones_tw_sl = torch.ones(self.N_tw, self.N_sl, dtype=xi.dtype, device=xi.device)
+        dF_dgdot = dt[:, None] * torch.sign(gdot[:, tw]) / self.s_tw  # (V, N_tw)
+        dsum_dgdot = dt[:, None] * torch.sign(gdot[:, sl])  # (V, N_sl)
+        blocks = []
+        if c_3 != 0.0:
+            r = self.h_0_tw_sl * c_3 * sum_gamma.clamp_min(tiny) ** (c_3 - 1.0) * (abs_sl @ self.H_tw_sl.T)
+            blocks.append((tw, sl, r, ones_tw_sl, dsum_dgdot))
+        F = F_tw.clamp_min(tiny)[:, None]
+        # d f / d F_tw with f = h_0 (1 + c_1 F^c_2) sgn(x) |x|^a, x = 1 - xi / xi_sat.
+        dx_dF = xi[:, sl] / xi_sat ** 2 * self.f_sat * 0.5 / F.sqrt()
+        df_dF = self.h_0_sl_sl * (c_1 * c_2 * F ** (c_2 - 1.0) * torch.sign(x) * x.abs() ** self.a
+                                  + left * self.a * x.abs().clamp_min(1e-12) ** (self.a - 1.0) * dx_dF)
+        blocks.append((sl, tw, df_dF * hsum, ones_tw_sl.T, dF_dgdot))
+        if c_4 != 0.0:
+            r = self.h_0_tw_tw * c_4 * F ** (c_4 - 1.0) * (gdot[:, tw] @ self.H_tw_tw.T)
+            blocks.append((tw, tw, r, torch.ones(self.N_tw, self.N_tw, dtype=xi.dtype, device=xi.device), dF_dgdot))
+        return blocks
 
     # -- stress --------------------------------------------------------------------------------------------
 
@@ -280,7 +316,9 @@ class Phenopowerlaw:
 
         ``R_S = S - C : E_e(B (I - dt L_p(S, xi)))`` (Pa) with ``L_p(S, xi) = sum gdot P``, and
         ``R_xi = xi - xi_old - dt xidot(xi, gdot)`` (Pa); the accumulated shear ``gamma = gamma_old + dt |gdot|``
-        follows the iterate (twin volume fraction and slip sum enter with their values at the start of the step).
+        follows the iterate, and with it the twin volume fraction and the slip sum in the hardening (the twin
+        volume fraction in the twins' flow factor ``1 - F_tw`` is the start-of-step one).  The Jacobian is exact,
+        those dependences included.
         Returns (R (V, 9 + N), J (V, 9 + N, 9 + N) or None, L_p, gamma).
         """
         V, N = xi.shape
@@ -293,7 +331,7 @@ class Phenopowerlaw:
         if not jacobian:
             xidot = self.state_rate(xi, gamma, gdot)
             return torch.cat([R_S, xi - old.xi - dt[:, None] * xidot], -1), None, Lp, gamma
-        xidot, d_xi, M = self.state_rate(xi, gamma, gdot, derivatives=True)
+        xidot, d_xi, M = self.state_rate(xi, gamma, gdot, derivatives=True, dt=dt)
         R_xi = xi - old.xi - dt[:, None] * xidot
         # dS/dL_p applied to every Schmid tensor, Q = dS/dL_p : P_a (V, 9, N), without the (V, 9, 9) dS/dL_p:
         # Q_ij,a = -dt C_ijml (G^T P_a)_ml with G = B^T F_e.
@@ -301,12 +339,27 @@ class Phenopowerlaw:
         Q = (-dt[:, None, None] * ((G.transpose(-1, -2)[:, None] @ self.schmid).reshape(V, N, 9) @ self.C9.T)
              ).transpose(-1, -2)
         dgdot_dxi = -self.n * gdot / xi
-        J = xi.new_empty(V, 9 + N, 9 + N)
+        J = xi.new_zeros(V, 9 + N, 9 + N)
         J[:, :9, :9] = torch.eye(9, dtype=xi.dtype, device=xi.device) - (Q * dgdot[:, None, :]) @ self.schmid9
-        J[:, :9, 9:] = -Q * dgdot_dxi[:, None, :]
-        J[:, 9:, :9] = -dt[:, None, None] * (M @ (dgdot[:, :, None] * self.schmid9))
-        J[:, 9:, 9:] = (torch.eye(N, dtype=xi.dtype, device=xi.device)
-                        - dt[:, None, None] * (torch.diag_embed(d_xi) + M * dgdot_dxi[:, None, :]))
+        torch.mul(Q, -dgdot_dxi[:, None, :], out=J[:, :9, 9:])
+        # J_xi,S = -dt M (dgdot/dS) and J_xi,xi = I - dt (diag(d_xi) + M diag(dgdot/dxi)), block by block.
+        dgdot_dS = dgdot[:, :, None] * self.schmid9  # (V, N, 9)
+        J_xS, J_xx = J[:, 9:, :9], J[:, 9:, 9:]
+        filled = set()
+        for rows, cols, r, H, c in M:
+            X = dgdot_dS[:, cols] if c is None else c[:, :, None] * dgdot_dS[:, cols]
+            Y = torch.matmul(H, X)
+            J_xS[:, rows] -= dt[:, None, None] * (Y if r is None else r[:, :, None] * Y)
+            row = (-dt[:, None] if r is None else -dt[:, None] * r)[:, :, None]
+            col = (dgdot_dxi[:, cols] if c is None else c * dgdot_dxi[:, cols])[:, None, :]
+            block, key = J_xx[:, rows, cols], (rows.start, cols.start)
+            if key in filled:  # a second block on the same place (the rank-one ones) adds
+                block += row * H * col
+            else:
+                torch.mul(row, H, out=block)
+                block.mul_(col)
+                filled.add(key)
+        J_xx.diagonal(dim1=-2, dim2=-1).add_(1.0 - dt[:, None] * d_xi)
         return torch.cat([R_S, R_xi], -1), J, Lp, gamma
 
     def _cap_stress(self, S: torch.Tensor, xi: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
