@@ -195,6 +195,23 @@ def test_consistent_tangent_matches_finite_differences(hardening):
     assert err < 1e-5, float(err)
 
 
+def test_local_solve_starts_from_the_tangent_prediction():
+    """A guess with its sensitivity dy/dF is extrapolated to the new F: same solution, fewer local iterations."""
+    phase = load_phase(shipped_material("Cu"))
+    m = Phenopowerlaw(phase)
+    V = 64
+    old = m.initial_state(torch.tensor(damask.Rotation.from_random(V, rng_seed=3).as_matrix()))
+    dt = torch.full((V,), 0.5, dtype=torch.float64)
+    F = torch.tensor(np.diag([0.99976, 0.99975, 1.0005]))[None].repeat(V, 1, 1)
+    u = m.update(F, old, dt)
+    F2 = F + torch.tensor([[2e-6, 1e-6, 0.0], [0.0, -3e-6, 0.0], [0.0, 0.0, 4e-6]])
+    with_dy = m.update(F2, old, dt, guess=u.state, tangent=False)
+    without = m.update(F2, old, dt, guess=dataclasses.replace(u.state, dy_dF=None), tangent=False)
+    assert bool(with_dy.ok.all()) and bool(without.ok.all())
+    torch.testing.assert_close(with_dy.P, without.P, rtol=1e-6, atol=1.0)
+    assert with_dy.iterations < without.iterations, (with_dy.iterations, without.iterations)
+
+
 def test_elastic_polycrystal_equals_fft_homogenization():
     """Loading far below the slip resistance: the CP solver's stress is that of the FFT elastic homogenization."""
     phase = load_phase(shipped_material("Cu"))
