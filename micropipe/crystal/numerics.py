@@ -86,11 +86,13 @@ class Numerics:
         2-norm of its weighted local residual (stress relative to the trial stress, resistances relative
         to their old values).
     N_ramp : int
-        Built-in solver only (``micropipe:`` key): the first increment of every load step is integrated in
-        this many sub-steps whose lengths double (1 : 2 : 4 : ...), the output still at the increment's end.
-        That increment has no rate to extrapolate and usually holds the elastic-plastic transition, where one
-        backward-Euler step is slow to converge and least accurate (DAMASK's Cu yields within a tenth of seed
-        003's first increment).  1 takes it in one step, as DAMASK_grid does unless it cuts back.
+        Built-in solver only (``micropipe:`` key): where the first increment of a load step, taken
+        elastically, would load some system beyond twice its resistance (``micropipe.spectral.cp.RAMP_OVERSTRESS``),
+        that increment is integrated in this many sub-steps whose lengths double (1 : 2 : 4 : ...) and the next
+        one in two (1 : 2), the output still at the increments' ends.  The first increment has no rate to
+        extrapolate and then holds the elastic-plastic transition, where one backward-Euler step is slow to
+        converge and least accurate (DAMASK's Cu yields within a tenth of seed 003's first increment).  1 takes
+        DAMASK_grid's single steps (it cuts back only on failure).
     """
 
     eps_abs_div: float = 1.0e-4
