@@ -13,7 +13,7 @@ from micropipe.crystal.loadcase import load_loadcase, uniaxial_tension_z
 from micropipe.crystal.material import load_material, load_phase, material_config, material_from_config
 from micropipe.crystal.numerics import Numerics
 from micropipe.spectral import cp
-from micropipe.spectral.constitutive import Phenopowerlaw
+from micropipe.spectral.constitutive import NS, Phenopowerlaw
 from micropipe.spectral.elastic import StiffnessField, homogenize
 from micropipe.spectral.tensors import voigt_from_mandel
 
@@ -143,10 +143,10 @@ def test_local_jacobian_matches_finite_differences(name):
     S = m._stress(B, torch.zeros(V, 3, 3, dtype=torch.float64), dt)[1]
     xi = old.xi * 1.1
     S = S / ((S.reshape(V, 9) @ m.schmid9.T).abs() / xi).amax(-1)[:, None, None] * 1.05  # just above yield
-    y = torch.cat([S.reshape(V, 9), xi], -1)
+    y = m._y(S, xi)  # S in Mandel form, then xi
 
     def R(y):
-        return m._residual(B, dt, old, y[:, :9].reshape(V, 3, 3), y[:, 9:], False)[0]
+        return m._residual(B, dt, old, m._S(y), y[:, NS:], False)[0]
 
     J = m._residual(B, dt, old, S, xi, True)[1]
     J_fd = torch.zeros_like(J)
@@ -159,7 +159,7 @@ def test_local_jacobian_matches_finite_differences(name):
     # Block by block (stress, slip, twin rows and columns): their magnitudes differ by orders.  Measured
     # largest error 1.3e-5 of a block (Mg, stress rows and twin columns, where round-off of the differences
     # shows); a 1 % error in one block of d xidot / d gdot fails.
-    parts = [slice(0, 9), slice(9, 9 + m.N_sl)] + ([slice(9 + m.N_sl, 9 + m.N)] if m.N_tw else [])
+    parts = [slice(0, NS), slice(NS, NS + m.N_sl)] + ([slice(NS + m.N_sl, NS + m.N)] if m.N_tw else [])
     for rows in parts:
         for cols in parts:
             a, b = J[:, rows, cols], J_fd[:, rows, cols]

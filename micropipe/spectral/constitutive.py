@@ -17,8 +17,9 @@ lattice vectors to the sample frame and one stiffness and one set of Schmid tens
 
 Time integration (DAMASK's): one backward-Euler step per (sub)increment,
 ``F_p,new^-1 = F_p,old^-1 (I - dt L_p,new)``, with ``L_p`` and the resistances ``xi`` both at the end of the
-step.  The local equations are solved for the unknowns (S, xi) together by Newton's method with a
-backtracking line search per point (analytic Jacobian, equilibrated linear solves), from several starting
+step.  The local equations are solved for the unknowns (S, xi) together (S symmetric, 6 Mandel components) by
+Newton's method with a backtracking line search per point (analytic Jacobian, equilibrated linear solves), from
+several starting
 points in turn -- the last global iterate's solution extrapolated to the new F with its sensitivity from the
 consistent tangent, that solution as it is (in a step's first iteration the last converged state), then the
 stresses of the predicted L_p, of the elastic trial and of the last step, each with its
@@ -71,6 +72,22 @@ def _voigt_to_tensor4(C_V: np.ndarray) -> np.ndarray:
     return C
 
 
+NS = 6
+"""Stress unknowns of the local solve: the symmetric S in Mandel form."""
+
+
+def _mandel_matrix() -> np.ndarray:
+    """(6, 9): Mandel components of a symmetric 3x3 tensor from its row-major entries (weights 1 and 1/sqrt 2
+    on both off-diagonal entries, so that the transpose maps back and Frobenius norms are kept)."""
+    M = np.zeros((6, 9))
+    for k, (i, j) in enumerate(VOIGT_PAIRS):
+        if i == j:
+            M[k, 3 * i + j] = 1.0
+        else:
+            M[k, 3 * i + j] = M[k, 3 * j + i] = 1.0 / np.sqrt(2.0)
+    return M
+
+
 @dataclasses.dataclass
 class State:
     """State of V material points.
@@ -89,7 +106,7 @@ class State:
         Second Piola-Kirchhoff stress in the lattice frame (= Mandel stress), Pa.
     F : torch.Tensor, shape (V, 3, 3)
         Deformation gradient (sample frame) the state belongs to.
-    dy_dF : torch.Tensor, shape (V, 9 + N, 9), optional
+    dy_dF : torch.Tensor, shape (V, 6 + N, 9), optional
         Sensitivity ``d(S, xi) / dF`` of the step that gave this state (from the consistent tangent; None when
         that was not computed).  :meth:`Phenopowerlaw.update` uses it to predict the solution at a nearby F.
     """
@@ -167,6 +184,10 @@ class Phenopowerlaw:
         self.C9 = self.C.reshape(9, 9)
         self.C9_inv = torch.linalg.pinv(self.C9)  # compliance on symmetric tensors
         self.schmid9 = self.schmid.reshape(self.N, 9)
+        # The local unknowns are the symmetric S in Mandel form (6) and the resistances: MANDEL (6, 9) maps a
+        # symmetric tensor, row-major, to Mandel; its transpose maps back (MANDEL MANDEL^T = I).
+        self.mandel = t(_mandel_matrix())
+        self.schmid6 = self.schmid9 @ self.mandel.T  # (N, 6): tau = s . schmid6 for the Mandel stress s
         self.xi_0 = t(np.concatenate([pl.per_system("xi_0_sl")] + ([pl.per_system("xi_0_tw")] if self.N_tw else [])))
         self.gdot_0 = t(np.concatenate([pl.per_system("dot_gamma_0_sl")]
                                        + ([pl.per_system("dot_gamma_0_tw")] if self.N_tw else [])))
@@ -328,7 +349,8 @@ class Phenopowerlaw:
         follows the iterate, and with it the twin volume fraction and the slip sum in the hardening (the twin
         volume fraction in the twins' flow factor ``1 - F_tw`` is the start-of-step one).  The Jacobian is exact,
         those dependences included.
-        Returns (R (V, 9 + N), J (V, 9 + N, 9 + N) or None, L_p, gamma).
+        R_S and the rows and columns of S are in Mandel form (S is symmetric).
+        Returns (R (V, 6 + N), J (V, 6 + N, 6 + N) or None, L_p, gamma).
         """
         V, N = xi.shape
         F_tw = self._F_tw(old.gamma)
@@ -336,7 +358,7 @@ class Phenopowerlaw:
         gamma = old.gamma + dt[:, None] * gdot.abs()
         Lp = (gdot @ self.schmid9).reshape(V, 3, 3)
         Fe, S_e = self._stress(B, Lp, dt)
-        R_S = (S - S_e).reshape(V, 9)
+        R_S = (S - S_e).reshape(V, 9) @ self.mandel.T
         if not jacobian:
             xidot = self.state_rate(xi, gamma, gdot)
             return torch.cat([R_S, xi - old.xi - dt[:, None] * xidot], -1), None, Lp, gamma
@@ -345,15 +367,15 @@ class Phenopowerlaw:
         # dS/dL_p applied to every Schmid tensor, Q = dS/dL_p : P_a (V, 9, N), without the (V, 9, 9) dS/dL_p:
         # Q_ij,a = -dt C_ijml (G^T P_a)_ml with G = B^T F_e.
         G = B.transpose(-1, -2) @ Fe
-        Q = (-dt[:, None, None] * ((G.transpose(-1, -2)[:, None] @ self.schmid).reshape(V, N, 9) @ self.C9.T)
-             ).transpose(-1, -2)
+        Q = (-dt[:, None, None] * ((G.transpose(-1, -2)[:, None] @ self.schmid).reshape(V, N, 9)
+                                   @ (self.mandel @ self.C9).T)).transpose(-1, -2)  # Mandel rows (V, 6, N)
         dgdot_dxi = -self.n * gdot / xi
-        J = xi.new_zeros(V, 9 + N, 9 + N)
-        J[:, :9, :9] = torch.eye(9, dtype=xi.dtype, device=xi.device) - (Q * dgdot[:, None, :]) @ self.schmid9
-        torch.mul(Q, -dgdot_dxi[:, None, :], out=J[:, :9, 9:])
+        J = xi.new_zeros(V, NS + N, NS + N)
+        J[:, :NS, :NS] = torch.eye(NS, dtype=xi.dtype, device=xi.device) - (Q * dgdot[:, None, :]) @ self.schmid6
+        torch.mul(Q, -dgdot_dxi[:, None, :], out=J[:, :NS, NS:])
         # J_xi,S = -dt M (dgdot/dS) and J_xi,xi = I - dt (diag(d_xi) + M diag(dgdot/dxi)), block by block.
-        dgdot_dS = dgdot[:, :, None] * self.schmid9  # (V, N, 9)
-        J_xS, J_xx = J[:, 9:, :9], J[:, 9:, 9:]
+        dgdot_dS = dgdot[:, :, None] * self.schmid6  # (V, N, 6)
+        J_xS, J_xx = J[:, NS:, :NS], J[:, NS:, NS:]
         filled = set()
         for rows, cols, r, H, c in M:
             X = dgdot_dS[:, cols] if c is None else c[:, :, None] * dgdot_dS[:, cols]
@@ -389,26 +411,33 @@ class Phenopowerlaw:
 
     def _starts(self, B: torch.Tensor, dt: torch.Tensor, old: State, Lp: torch.Tensor, rate: torch.Tensor
                 ) -> list[torch.Tensor]:
-        """Starting points (S, xi) (V, 9 + N) of the local iteration after a given one, best first.
+        """Starting points (S, xi) (V, 6 + N) of the local iteration after a given one, best first.
 
         The stress of the given L_p (the previous step's or iteration's: DAMASK's predictor), the elastic trial
         and the old stress, each capped by :meth:`_cap_stress`; the resistances start at their old values.
         """
-        V = B.shape[0]
         stresses = [self._stress(B, Lp, dt)[1], self._stress(B, torch.zeros_like(Lp), dt)[1], old.S]
-        return [torch.cat([self._cap_stress(S, old.xi, rate).reshape(V, 9), old.xi], -1) for S in stresses]
+        return [self._y(self._cap_stress(S, old.xi, rate), old.xi) for S in stresses]
+
+    def _y(self, S: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        """Local unknowns (V, 6 + N) from S (V, 3, 3), symmetric, and xi (V, N)."""
+        return torch.cat([S.reshape(-1, 9) @ self.mandel.T, xi], -1)
+
+    def _S(self, y: torch.Tensor) -> torch.Tensor:
+        """S (V, 3, 3) from local unknowns (V, 6 + N)."""
+        return (y[:, :NS] @ self.mandel).reshape(-1, 3, 3)
 
     def _weights(self, B: torch.Tensor, dt: torch.Tensor, old: State) -> torch.Tensor:
-        """Residual weights (V, 9 + N), 1/Pa: stress rows by the larger of the elastic trial stress and the old
+        """Residual weights (V, 6 + N), 1/Pa: stress rows by the larger of the elastic trial stress and the old
         stress (at least 1 Pa), each resistance row by the larger of that and its old value; they make the
         convergence test ``|w R| <= eps_rel_state`` relative."""
         V = B.shape[0]
         _, S_trial = self._stress(B, torch.zeros(V, 3, 3, dtype=B.dtype, device=B.device), dt)
         sig = torch.maximum(torch.linalg.matrix_norm(S_trial), torch.linalg.matrix_norm(old.S)).clamp_min(1.0)
-        return torch.cat([(1.0 / sig)[:, None].expand(V, 9), 1.0 / torch.maximum(old.xi.abs(), sig[:, None])], -1)
+        return torch.cat([(1.0 / sig)[:, None].expand(V, NS), 1.0 / torch.maximum(old.xi.abs(), sig[:, None])], -1)
 
     def _newton(self, B: torch.Tensor, dt: torch.Tensor, old: State, y: torch.Tensor, w: torch.Tensor):
-        """Damped Newton's method on the step's equations in the unknowns y = (S, xi), (V, 9 + N).
+        """Damped Newton's method on the step's equations in the unknowns y = (S, xi), (V, 6 + N).
 
         Every point has its own backtracking line search (Armijo on the weighted 2-norm of the residual, step
         halved until it is accepted) and at most ``N_iter_Lp_max`` directions; a point whose step falls below
@@ -424,7 +453,7 @@ class Phenopowerlaw:
         tol, max_iter = self.numerics.eps_rel_state, self.numerics.N_iter_Lp_max
         V = y.shape[0]
         y = y.clone()
-        R, J, Lp, gamma = self._residual(B, dt, old, y[:, :9].reshape(V, 3, 3), y[:, 9:], True)
+        R, J, Lp, gamma = self._residual(B, dt, old, self._S(y), y[:, NS:], True)
         phi = torch.linalg.vector_norm(w * R, dim=-1).nan_to_num(torch.inf)
         direction = torch.zeros_like(y)
         alpha = torch.ones_like(dt)
@@ -447,11 +476,10 @@ class Phenopowerlaw:
                 alpha[f] = 1.0
                 its[f] += 1
             trial = y[idx] + alpha[idx, None] * direction[idx]
-            positive = (trial[:, 9:] > 0).all(-1)
+            positive = (trial[:, NS:] > 0).all(-1)
             trial = torch.where(positive[:, None], trial, y[idx])
             old_idx = old.select(idx)
-            R_t, _, Lp_t, gamma_t = self._residual(B[idx], dt[idx], old_idx, trial[:, :9].reshape(-1, 3, 3),
-                                                   trial[:, 9:], False)
+            R_t, _, Lp_t, gamma_t = self._residual(B[idx], dt[idx], old_idx, self._S(trial), trial[:, NS:], False)
             phi_t = torch.linalg.vector_norm(w[idx] * R_t, dim=-1)
             polish = phi[idx] <= tol
             acc = positive & torch.isfinite(phi_t) & (phi_t <= torch.where(polish, 1.0, 1.0 - 1e-4 * alpha[idx])
@@ -460,8 +488,7 @@ class Phenopowerlaw:
             a = idx[acc]
             y[a], R[a], Lp[a], gamma[a], phi[a] = trial[acc], R_t[acc], Lp_t[acc], gamma_t[acc], phi_t[acc]
             if a.numel():  # the Jacobian only where the trial is accepted: rejected ones are never solved with
-                J[a] = self._residual(B[a], dt[a], old_idx.select(acc), y[a, :9].reshape(-1, 3, 3), y[a, 9:],
-                                      True)[1]
+                J[a] = self._residual(B[a], dt[a], old_idx.select(acc), self._S(y[a]), y[a, NS:], True)[1]
             alpha[idx[~acc]] *= 0.5
             fresh[idx] = acc
             fresh[idx[polish]] = True  # the extra step is taken or not, never shortened
@@ -502,9 +529,9 @@ class Phenopowerlaw:
         """
         tol = self.numerics.eps_rel_state
         V = F.shape[0]
-        y = torch.zeros(V, 9 + self.N, dtype=F.dtype, device=F.device)
+        y = torch.zeros(V, NS + self.N, dtype=F.dtype, device=F.device)
         phi = torch.full((V,), torch.inf, dtype=F.dtype, device=F.device)
-        J = torch.zeros(V, 9 + self.N, 9 + self.N, dtype=F.dtype, device=F.device)
+        J = torch.zeros(V, NS + self.N, NS + self.N, dtype=F.dtype, device=F.device)
         Lp, gamma = torch.zeros_like(F), torch.zeros_like(old.gamma)
         todo = torch.arange(V, device=F.device)
         passes = 0
@@ -568,11 +595,11 @@ class Phenopowerlaw:
         w = self._weights(B, dt, old)
         starts = self._starts(B, dt, old, old.Lp if guess is None else guess.Lp, rate)
         if guess is not None:
-            y_guess = torch.cat([guess.S.reshape(V, 9), guess.xi], -1)
+            y_guess = self._y(guess.S, guess.xi)
             starts.insert(0, y_guess)
             if guess.dy_dF is not None:  # first order in F - F_guess: the Newton step's own prediction
                 y_pred = y_guess + (guess.dy_dF @ (F - guess.F).reshape(V, 9, 1)).squeeze(-1)
-                starts.insert(0, torch.where((y_pred[:, 9:] > 0).all(-1, keepdim=True), y_pred, y_guess))
+                starts.insert(0, torch.where((y_pred[:, NS:] > 0).all(-1, keepdim=True), y_pred, y_guess))
         y, phi, J, Lp, gamma, passes = self._solve_from(B, dt, old, starts, w)
         failed = torch.nonzero(~(phi <= self.numerics.eps_rel_state)).squeeze(-1)
         if failed.numel():
@@ -581,12 +608,12 @@ class Phenopowerlaw:
             passes += p
             y[failed], phi[failed], J[failed], Lp[failed], gamma[failed] = y_c, phi_c, J_c, Lp_c, gamma_c
         ok = phi <= self.numerics.eps_rel_state
-        xi = y[:, 9:]
+        xi = y[:, NS:]
         Fe, S = self._stress(B, Lp, dt)
         eye = torch.eye(3, dtype=F.dtype, device=F.device)
         Fpi = A @ (eye - dt[:, None, None] * Lp)
         P = Fe @ S @ Fpi.transpose(-1, -2)
-        K, dy_dF = self._tangent(F, A, B, Fe, Fpi, S, dt, old, y[:, :9].reshape(V, 3, 3), xi, J) if tangent \
+        K, dy_dF = self._tangent(F, A, B, Fe, Fpi, S, dt, old, self._S(y), xi, J) if tangent \
             else (None, None)
         det = torch.linalg.det(Fpi)
         ok = ok & torch.isfinite(P).all((-1, -2)) & (det > 0)
@@ -596,7 +623,7 @@ class Phenopowerlaw:
 
     def _tangent(self, F, A, B, Fe, Fpi, S, dt, old: State, S_y, xi, J) -> tuple[torch.Tensor, torch.Tensor]:
         """Consistent tangent dP/dF (V, 3, 3, 3, 3) of the converged step, the change of the resistances included,
-        and the sensitivity ``dy/dF`` (V, 9 + N, 9) of the local solution y = (S, xi).
+        and the sensitivity ``dy/dF`` (V, 6 + N, 9) of the local solution y = (S in Mandel form, xi).
 
         The step's equations R(y, F) = 0 in y = (S, xi) give ``dy/dF = J^-1 [dS_e/dF at fixed L_p; 0]``
         (J the local Jacobian at the solution, as the local solve left it); L_p then follows S and xi.  Only the
@@ -607,9 +634,9 @@ class Phenopowerlaw:
         gdot, dgdot = self.shear_rates(S_y, xi, F_tw)
         # d S_e / d F at fixed L_p: C_ijmn Fe_km Fpi_ln.
         dS_dF = torch.einsum("ijmn,vkm,vln->vijkl", self.C, Fe, Fpi).reshape(V, 9, 9)
-        rhs = torch.cat([dS_dF, dS_dF.new_zeros(V, N, 9)], 1)
+        rhs = torch.cat([self.mandel @ dS_dF, dS_dF.new_zeros(V, N, 9)], 1)
         dy = torch.linalg.solve_ex(J, rhs)[0]
-        dS_tot, dxi = dy[:, :9], dy[:, 9:]
+        dS_tot, dxi = self.mandel.T @ dy[:, :NS], dy[:, NS:]
         dLp_dF = self._dLp_dS(dgdot) @ dS_tot + (self.schmid9.T * (-self.n * gdot / xi)[:, None, :]) @ dxi
         dS = dS_dF + self._dS_dLp(B, Fe, dt) @ dLp_dF
         dS = dS.reshape(V, 3, 3, 3, 3)
