@@ -17,17 +17,16 @@ lattice vectors to the sample frame and one stiffness and one set of Schmid tens
 
 Time integration (DAMASK's): one backward-Euler step per (sub)increment,
 ``F_p,new^-1 = F_p,old^-1 (I - dt L_p,new)``, with ``L_p`` and the resistances ``xi`` both at the end of the
-step.  The local equations are solved for the unknowns (S, xi) together (S symmetric, 6 Mandel components) by
+step. The local equations are solved for the unknowns (S, xi) together (S symmetric, 6 Mandel components) by
 Newton's method with a backtracking line search per point (analytic Jacobian, equilibrated linear solves), from
-several starting
-points in turn -- the last global iterate's solution extrapolated to the new F with its sensitivity from the
-consistent tangent, that solution as it is (in a step's first iteration the last converged state), then the
-stresses of the predicted L_p, of the elastic trial and of the last step, each with its
+several starting points in turn -- the last global iterate's solution extrapolated to the new F with its
+sensitivity from the consistent tangent, that solution as it is (in a step's first iteration the last converged
+state), then the stresses of the predicted L_p, of the elastic trial and of the last step, each with its
 deviatoric part capped so that no system shears faster than ten times the local deformation rate (started far
-above the slip resistance, Newton's method on a power law with n = 20 creeps) -- the best result winning;
-points that still fail are re-solved through a continuation in the step (nearby steps supply starting points,
-the result is the same step).  A converged point takes one more full step (unless far below the tolerance
-already), which keeps neighbouring global iterates from seeing solutions scattered within the tolerance.
+above the slip resistance, Newton's method on a power law with n = 20 creeps) -- the best result winning; points
+that still fail are re-solved through a continuation in the step (nearby steps supply starting points, the result
+is the same step). A converged point takes one more full step (unless far below the tolerance already), which
+keeps neighbouring global iterates from seeing solutions scattered within the tolerance.
 The consistent tangent includes the change of the resistances in the step (the twin volume fraction enters
 with its start-of-step value).  The stored ``F_p`` is rescaled to ``det = 1`` (as DAMASK does); the stress
 comes from the unscaled one.  Measured: 512 of 512 random orientations converge from a cold start at 5e-4
