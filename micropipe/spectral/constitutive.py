@@ -187,6 +187,7 @@ class Phenopowerlaw:
         # symmetric tensor, row-major, to Mandel; its transpose maps back (MANDEL MANDEL^T = I).
         self.mandel = t(_mandel_matrix())
         self.schmid6 = self.schmid9 @ self.mandel.T  # (N, 6): tau = s . schmid6 for the Mandel stress s
+        self.C6_9 = self.mandel @ self.C9  # (6, 9): Mandel stress of a row-major strain
         self.xi_0 = t(np.concatenate([pl.per_system("xi_0_sl")] + ([pl.per_system("xi_0_tw")] if self.N_tw else [])))
         self.gdot_0 = t(np.concatenate([pl.per_system("dot_gamma_0_sl")]
                                        + ([pl.per_system("dot_gamma_0_tw")] if self.N_tw else [])))
@@ -363,11 +364,11 @@ class Phenopowerlaw:
             return torch.cat([R_S, xi - old.xi - dt[:, None] * xidot], -1), None, Lp, gamma
         xidot, d_xi, M = self.state_rate(xi, gamma, gdot, derivatives=True, dt=dt)
         R_xi = xi - old.xi - dt[:, None] * xidot
-        # dS/dL_p applied to every Schmid tensor, Q = dS/dL_p : P_a (V, 9, N), without the (V, 9, 9) dS/dL_p:
-        # Q_ij,a = -dt C_ijml (G^T P_a)_ml with G = B^T F_e.
+        # dS/dL_p applied to every Schmid tensor, Q = dS/dL_p : P_a (V, 6, N) in Mandel rows, without the
+        # (V, 9, 9) dS/dL_p: Q_ij,a = -dt C_ijml (G^T P_a)_ml with G = B^T F_e.
         G = B.transpose(-1, -2) @ Fe
-        Q = (-dt[:, None, None] * ((G.transpose(-1, -2)[:, None] @ self.schmid).reshape(V, N, 9)
-                                   @ (self.mandel @ self.C9).T)).transpose(-1, -2)  # Mandel rows (V, 6, N)
+        Q = (-dt[:, None, None] * ((G.transpose(-1, -2)[:, None] @ self.schmid).reshape(V, N, 9) @ self.C6_9.T)
+             ).transpose(-1, -2)
         dgdot_dxi = -self.n * gdot / xi
         J = xi.new_zeros(V, NS + N, NS + N)
         J[:, :NS, :NS] = torch.eye(NS, dtype=xi.dtype, device=xi.device) - (Q * dgdot[:, None, :]) @ self.schmid6
