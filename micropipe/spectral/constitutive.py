@@ -227,10 +227,14 @@ class Phenopowerlaw:
             return gamma.new_zeros(gamma.shape[0])
         return (gamma[:, self.N_sl:] / self.s_tw).sum(-1)
 
+    def resolved_shear(self, S: torch.Tensor) -> torch.Tensor:
+        """Resolved shear stresses ``tau_a = S : P_a`` (V, N), Pa, of stresses S (V, 3, 3) in the lattice frame."""
+        return S.reshape(-1, 9) @ self.schmid9.T
+
     def shear_rates(self, S: torch.Tensor, xi: torch.Tensor, F_tw: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Shear rates (V, N), 1/s, and their derivatives d gdot / d tau (V, N), 1/(Pa s), for stress S (V, 3, 3)."""
-        tau = S.reshape(-1, 9) @ self.schmid9.T
+        tau = self.resolved_shear(S)
         ratio = tau / xi
         r_abs = ratio.abs()
         pw = r_abs ** (self.n - 1.0)
@@ -400,7 +404,7 @@ class Phenopowerlaw:
         resistance (a cold start at yield, a reloading, a jump of the global iterate) creeps down by about
         ``tau / n`` per iteration; ``rate`` (V,) is the overall deformation rate |F - F_old| / dt, 1/s.
         """
-        tau = S.reshape(-1, 9) @ self.schmid9.T
+        tau = self.resolved_shear(S)
         cap = (CAP_FACTOR * rate[:, None].clamp_min(1e-30) / self.gdot_0) ** (1.0 / self.n)
         excess = (tau.abs() / (xi * cap)).amax(-1)
         moved = torch.isfinite(excess) & (excess > 1.0)
@@ -566,7 +570,7 @@ class Phenopowerlaw:
         """Largest ``|tau_a| / xi_a`` (V,) of the elastic trial: the stress at F (V, 3, 3) without plastic flow."""
         _, S = self._stress(F @ old.Fp_inv, torch.zeros_like(F), torch.zeros(F.shape[0], dtype=F.dtype,
                                                                              device=F.device))
-        return ((S.reshape(-1, 9) @ self.schmid9.T).abs() / old.xi).amax(-1)
+        return (self.resolved_shear(S).abs() / old.xi).amax(-1)
 
     # -- the step ------------------------------------------------------------------------------------------
 
