@@ -8,11 +8,13 @@ from components import torch_component
 @torch_component
 def homogenize(volume: Input[Dataset], E: list, nu: list, stiffness: Output[Dataset], metrics: Output[Metrics],
                volume_suffix: str = ".npy", tol: float = 1e-8, max_iter: int = 5000, threshold: float = -1.0,
-               device: str = "") -> NamedTuple("Outputs", [("iterations", int), ("residual", float)]):
+               device: str = "", precision: str = "mixed"
+               ) -> NamedTuple("Outputs", [("iterations", int), ("residual", float)]):
     """Effective elastic stiffness (6x6, Voigt and Mandel) of one periodic phase volume by FFT.
 
     ``volume_suffix`` names the file format when the artifact path has no suffix; ``threshold`` < 0 means
-    integer phase labels; ``device`` '' picks CUDA when available.
+    integer phase labels; ``device`` '' picks CUDA when available; ``precision`` 'mixed' (float32 CG iterations
+    refining a float64 solution) or 'double' (micropipe.spectral.elastic).
     """
     import json
     import logging
@@ -35,9 +37,10 @@ def homogenize(volume: Input[Dataset], E: list, nu: list, stiffness: Output[Data
         phases = elastic.load_phases(path, threshold=None if threshold < 0 else threshold)
     C_phases = elastic.phase_stiffness(phases, [float(e) for e in E], [float(v) for v in nu])
     result = elastic.homogenize(elastic.StiffnessField.from_phases(phases, C_phases, device=dev),
-                                tol=tol, max_iter=max_iter)
+                                tol=tol, max_iter=max_iter, precision=precision)
     record = provenance.record(seed=None, step="homogenize",
-                               params={"E": E, "nu": nu, "tol": tol, "threshold": threshold, "device": str(dev)})
+                               params={"E": E, "nu": nu, "tol": tol, "precision": precision,
+                                       "threshold": threshold, "device": str(dev)})
     with open(stiffness.path, "w") as f:
         json.dump({"C_voigt": result.C_voigt()[0].tolist(), "C_mandel": result.C[0].tolist(),
                    "iterations": result.iterations[0].tolist(), "residual": result.residual[0].tolist(),

@@ -33,14 +33,46 @@ SPATIAL = (-3, -2, -1)
 _SQRT2 = math.sqrt(2.0)
 
 
+FFT_CHUNK_BYTES = 16 * 2**20
+"""On the CPU an FFT call transforms at most this many bytes of real data; larger batches are cut into chunks
+along the leading axes.  Measured on 2 cores (torch 2.13): one call on 36 fields of 64^3 float64 (75 MB)
+took 53 ms forward and 134 ms inverse, the same fields in chunks of 8 took 24 and 38 ms; past ~32 MB every
+call's buffers are fresh pages from the kernel and the multi-dimensional passes leave the cache."""
+
+
+def _chunk(field: torch.Tensor, field_bytes: int) -> int:
+    """Leading indices per FFT call: all of them on CUDA or when within FFT_CHUNK_BYTES, else a chunk."""
+    count = math.prod(field.shape[:-3])
+    if field.device.type != "cpu":
+        return count
+    return min(count, max(1, FFT_CHUNK_BYTES // field_bytes))
+
+
 def rfft(field: torch.Tensor) -> torch.Tensor:
     """Real FFT over the last three (spatial) axes: (..., X, Y, Z) -> complex (..., X, Y, Z//2 + 1)."""
-    return torch.fft.rfftn(field, dim=SPATIAL)
+    *lead, X, Y, Z = field.shape
+    count, step = math.prod(lead), _chunk(field, X * Y * Z * field.element_size())
+    if step >= count:
+        return torch.fft.rfftn(field, dim=SPATIAL)
+    out = torch.empty((count, X, Y, Z // 2 + 1), dtype=field.dtype.to_complex(), device=field.device)
+    src = field.reshape(count, X, Y, Z)
+    for i in range(0, count, step):
+        torch.fft.rfftn(src[i:i + step], dim=SPATIAL, out=out[i:i + step])
+    return out.view(*lead, X, Y, Z // 2 + 1)
 
 
 def irfft(field_hat: torch.Tensor, cells: Sequence[int]) -> torch.Tensor:
     """Inverse of :func:`rfft`: complex (..., X, Y, Z//2 + 1) -> real (..., X, Y, Z); ``cells`` = (X, Y, Z)."""
-    return torch.fft.irfftn(field_hat, s=tuple(cells), dim=SPATIAL)
+    cells = tuple(int(c) for c in cells)
+    lead = field_hat.shape[:-3]
+    count, step = math.prod(lead), _chunk(field_hat, math.prod(cells) * field_hat.real.element_size())
+    if step >= count:
+        return torch.fft.irfftn(field_hat, s=cells, dim=SPATIAL)
+    out = torch.empty((count, *cells), dtype=field_hat.real.dtype, device=field_hat.device)
+    src = field_hat.reshape(count, *field_hat.shape[-3:])
+    for i in range(0, count, step):
+        torch.fft.irfftn(src[i:i + step], s=cells, dim=SPATIAL, out=out[i:i + step])
+    return out.view(*lead, *cells)
 
 
 def wave_vectors(cells: Sequence[int], size: Sequence[float] | None = None, *,
@@ -163,28 +195,70 @@ def traction_mandel(tau_hat: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     Every operator here depends on ``tau`` only through ``a``: ``P tau``, ``Gamma0 tau`` and the norms
     ``|P tau|^2 = 2 |a|^2 - |n . a|^2`` and ``tau* : Gamma0 tau = |a|^2 / mu0 - c |n . a|^2`` per frequency.
     """
-    t = tau_hat.unbind(-4)
-    n1, n2, n3 = n.to(tau_hat.real.dtype).unbind(0)
-    s = 1.0 / _SQRT2
-    return torch.stack([t[0] * n1 + s * (t[5] * n2 + t[4] * n3),
-                        t[1] * n2 + s * (t[5] * n1 + t[3] * n3),
-                        t[2] * n3 + s * (t[4] * n1 + t[3] * n2)], dim=-4)
+    n2 = paired(n, tau_hat.real.dtype)
+    return torch.view_as_complex(traction_pairs(torch.view_as_real(tau_hat), n2))
 
 
 def green_from_traction(a: torch.Tensor, n: torch.Tensor, lam0: float, mu0: float) -> torch.Tensor:
     """``Gamma0 tau`` in Mandel form (..., 6, X, Y, Z//2 + 1) from ``a = tau n`` (:func:`traction_mandel`)."""
-    a1, a2, a3 = a.unbind(-4)
-    n1, n2, n3 = n.to(a.real.dtype).unbind(0)
-    d = 1.0 / (2.0 * mu0)
-    q = green_coefficient(lam0, mu0) * (a1 * n1 + a2 * n2 + a3 * n3)
-    out = a.new_empty((*a.shape[:-4], 6, *a.shape[-3:]))
-    o = out.unbind(-4)
-    torch.mul(2.0 * d * a1 - q * n1, n1, out=o[0])
-    torch.mul(2.0 * d * a2 - q * n2, n2, out=o[1])
-    torch.mul(2.0 * d * a3 - q * n3, n3, out=o[2])
-    torch.mul(d * (n3 * a2 + n2 * a3) - q * n2 * n3, _SQRT2, out=o[3])
-    torch.mul(d * (n3 * a1 + n1 * a3) - q * n1 * n3, _SQRT2, out=o[4])
-    torch.mul(d * (n2 * a1 + n1 * a2) - q * n1 * n2, _SQRT2, out=o[5])
+    n2 = paired(n, a.real.dtype)
+    a = torch.view_as_real(a)
+    return torch.view_as_complex(green_pairs(a, normal_pairs(a, n2), n2, lam0, mu0))
+
+
+# The same operators on real views of the complex fields (torch.view_as_real: a trailing axis of 2 holding
+# the real and imaginary parts), for solvers that apply them every iteration.  A complex-by-real product in
+# torch first copies the real operand to complex, and a real operand broadcast along the pair axis defeats
+# vectorization; with the directions stored once per pair (:func:`paired`) every product is a plain
+# real one of equal shapes, about 2x faster on the CPU.
+
+def paired(n: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Directions (3, X, Y, Z') laid out for real views: (3, X, Y, Z', 2), each value twice, contiguous."""
+    return n.to(dtype or n.dtype)[..., None].expand(*n.shape, 2).contiguous()
+
+
+def traction_pairs(t: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
+    """:func:`traction_mandel` on real views: (..., 6, X, Y, Z', 2) -> (..., 3, X, Y, Z', 2)."""
+    n1, n2_, n3 = n2.unbind(0)
+    t = t.unbind(-5)
+    s = 1.0 / _SQRT2
+    a = t[0].new_empty((*t[0].shape[:-4], 3, *t[0].shape[-4:]))
+    o = a.unbind(-5)
+    torch.mul(t[0], n1, out=o[0]).addcmul_(t[5], n2_, value=s).addcmul_(t[4], n3, value=s)
+    torch.mul(t[1], n2_, out=o[1]).addcmul_(t[5], n1, value=s).addcmul_(t[3], n3, value=s)
+    torch.mul(t[2], n3, out=o[2]).addcmul_(t[4], n1, value=s).addcmul_(t[3], n2_, value=s)
+    return a
+
+
+def normal_pairs(a: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
+    """``n . a`` on real views: (..., 3, X, Y, Z', 2) -> (..., X, Y, Z', 2)."""
+    a1, a2, a3 = a.unbind(-5)
+    n1, n2_, n3 = n2.unbind(0)
+    return (a1 * n1).addcmul_(a2, n2_).addcmul_(a3, n3)
+
+
+def green_pairs(a: torch.Tensor, q: torch.Tensor, n2: torch.Tensor, lam0: float, mu0: float) -> torch.Tensor:
+    """:func:`green_from_traction` on real views, given ``q = n . a`` (:func:`normal_pairs`).
+
+    ``Gamma0 tau = sym(n (x) g)`` with ``g = a / mu0 - c (n . a) n`` (c: :func:`green_coefficient`):
+    a (..., 3, X, Y, Z', 2), q (..., X, Y, Z', 2) -> (..., 6, X, Y, Z', 2).
+    """
+    n1, n2_, n3 = n2.unbind(0)
+    g = a / mu0
+    cq = q * green_coefficient(lam0, mu0)
+    g1, g2, g3 = g.unbind(-5)
+    g1.addcmul_(cq, n1, value=-1.0)
+    g2.addcmul_(cq, n2_, value=-1.0)
+    g3.addcmul_(cq, n3, value=-1.0)
+    s = 1.0 / _SQRT2
+    out = a.new_empty((*a.shape[:-5], 6, *a.shape[-4:]))
+    o = out.unbind(-5)
+    torch.mul(g1, n1, out=o[0])
+    torch.mul(g2, n2_, out=o[1])
+    torch.mul(g3, n3, out=o[2])
+    torch.mul(g2, n3, out=o[3]).addcmul_(g3, n2_).mul_(s)
+    torch.mul(g1, n3, out=o[4]).addcmul_(g3, n1).mul_(s)
+    torch.mul(g1, n2_, out=o[5]).addcmul_(g2, n1).mul_(s)
     return out
 
 
