@@ -2,6 +2,7 @@
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import damask
 import numpy as np
@@ -317,6 +318,39 @@ def test_doubling_the_increments_changes_sigma_by_less_than_one_percent(polycrys
     np.testing.assert_allclose(r2.time[::2], r.time)
     rel = np.abs(r2.sigma[2::2, 2, 2] - r.sigma[1:, 2, 2]) / r.sigma[1:, 2, 2]
     assert rel.max() < 0.01, rel
+
+
+def test_quadratic_predictor_extrapolates_a_parabola_exactly():
+    """After two steps of the same length the predictor is the parabola through the last three states."""
+    cells, h = (2, 3, 4), 0.1
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(1, 3, 3, *cells, dtype=torch.float64, generator=gen) * 1e-3 for _ in range(2))
+    path = lambda t: torch.eye(3, dtype=torch.float64)[None, :, :, None, None, None] + a * t + b * t * t  # noqa: E731
+    batch = SimpleNamespace(F=path(3 * h), steps=(h, h), F_rate=(path(3 * h) - path(2 * h)) / h,
+                            F_rate_prev=(path(2 * h) - path(h)) / h)  # what the predictor reads of a _Batch
+    step = uniaxial_tension_z().steps[0]
+    targets = cp._Targets(step, batch.F.mean((-3, -2, -1)), torch.zeros(1, 3, 3, dtype=torch.float64))
+    got = cp._predictor(batch, targets, 3 * h, h)
+    free = ~targets.mask_F  # the prescribed average components are set from the load case instead
+    want = path(4 * h)
+    torch.testing.assert_close(got - got.mean((-3, -2, -1), keepdim=True),
+                               want - want.mean((-3, -2, -1), keepdim=True), rtol=0, atol=1e-15)
+    torch.testing.assert_close(got.mean((-3, -2, -1))[0][free], want.mean((-3, -2, -1))[0][free], rtol=0, atol=1e-15)
+    batch.steps = (2 * h, h)  # steps of other lengths (a ramp, a cutback): the last rate only
+    torch.testing.assert_close(cp._predictor(batch, targets, 3 * h, h).mean((-3, -2, -1))[0][free],
+                               (batch.F + h * batch.F_rate).mean((-3, -2, -1))[0][free], rtol=0, atol=1e-15)
+
+
+def test_quadratic_predictor_saves_iterations_not_accuracy(monkeypatch):
+    ids, material = _polycrystal()
+    lc = uniaxial_tension_z(strain=0.005, rate=1e-3, increments=10)
+    monkeypatch.setattr(cp, "QUADRATIC_PREDICTOR", False)
+    (linear,) = cp.solve(ids, material, lc)
+    monkeypatch.setattr(cp, "QUADRATIC_PREDICTOR", True)
+    (quadratic,) = cp.solve(ids, material, lc)
+    assert linear.converged and quadratic.converged
+    assert quadratic.iterations.sum() < linear.iterations.sum(), (quadratic.iterations, linear.iterations)
+    np.testing.assert_allclose(quadratic.sigma[1:, 2, 2], linear.sigma[1:, 2, 2], rtol=1e-5)
 
 
 def test_sachs_needs_a_diagonal_load():
