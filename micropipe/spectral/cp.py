@@ -626,6 +626,7 @@ def _merge(keep_new: torch.Tensor, new, old, batch: _Batch):
 
 
 QUADRATIC_PREDICTOR = True
+"""Use the parabola through the last three states where :func:`_predictor` allows it (False: the last rate)."""
 PREDICTOR_MARGIN = 1e-2
 """A step's first iterate, the predictor, is accepted only with residuals below this fraction of the tolerances."""
 

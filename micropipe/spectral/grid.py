@@ -40,39 +40,34 @@ took 53 ms forward and 134 ms inverse, the same fields in chunks of 8 took 24 an
 call's buffers are fresh pages from the kernel and the multi-dimensional passes leave the cache."""
 
 
-def _chunk(field: torch.Tensor, field_bytes: int) -> int:
-    """Leading indices per FFT call: all of them on CUDA or when within FFT_CHUNK_BYTES, else a chunk."""
-    count = math.prod(field.shape[:-3])
-    if field.device.type != "cpu":
-        return count
-    return min(count, max(1, FFT_CHUNK_BYTES // field_bytes))
+def _chunked(transform, src: torch.Tensor, tail: tuple[int, ...], dtype: torch.dtype, field_bytes: int,
+             **kw) -> torch.Tensor:
+    """``transform`` over the last three axes of ``src``, (..., *tail) out; on the CPU in calls of at most
+    FFT_CHUNK_BYTES along the flattened leading axes (``field_bytes``: one real field's bytes)."""
+    lead = src.shape[:-3]
+    count = math.prod(lead)
+    step = count if src.device.type != "cpu" else max(1, FFT_CHUNK_BYTES // field_bytes)
+    if step >= count:
+        return transform(src, dim=SPATIAL, **kw)
+    out = torch.empty((count, *tail), dtype=dtype, device=src.device)
+    flat = src.reshape(count, *src.shape[-3:])
+    for i in range(0, count, step):
+        transform(flat[i:i + step], dim=SPATIAL, out=out[i:i + step], **kw)
+    return out.view(*lead, *tail)
 
 
 def rfft(field: torch.Tensor) -> torch.Tensor:
     """Real FFT over the last three (spatial) axes: (..., X, Y, Z) -> complex (..., X, Y, Z//2 + 1)."""
-    *lead, X, Y, Z = field.shape
-    count, step = math.prod(lead), _chunk(field, X * Y * Z * field.element_size())
-    if step >= count:
-        return torch.fft.rfftn(field, dim=SPATIAL)
-    out = torch.empty((count, X, Y, Z // 2 + 1), dtype=field.dtype.to_complex(), device=field.device)
-    src = field.reshape(count, X, Y, Z)
-    for i in range(0, count, step):
-        torch.fft.rfftn(src[i:i + step], dim=SPATIAL, out=out[i:i + step])
-    return out.view(*lead, X, Y, Z // 2 + 1)
+    X, Y, Z = field.shape[-3:]
+    return _chunked(torch.fft.rfftn, field, (X, Y, Z // 2 + 1), field.dtype.to_complex(),
+                    X * Y * Z * field.element_size())
 
 
 def irfft(field_hat: torch.Tensor, cells: Sequence[int]) -> torch.Tensor:
     """Inverse of :func:`rfft`: complex (..., X, Y, Z//2 + 1) -> real (..., X, Y, Z); ``cells`` = (X, Y, Z)."""
     cells = tuple(int(c) for c in cells)
-    lead = field_hat.shape[:-3]
-    count, step = math.prod(lead), _chunk(field_hat, math.prod(cells) * field_hat.real.element_size())
-    if step >= count:
-        return torch.fft.irfftn(field_hat, s=cells, dim=SPATIAL)
-    out = torch.empty((count, *cells), dtype=field_hat.real.dtype, device=field_hat.device)
-    src = field_hat.reshape(count, *field_hat.shape[-3:])
-    for i in range(0, count, step):
-        torch.fft.irfftn(src[i:i + step], s=cells, dim=SPATIAL, out=out[i:i + step])
-    return out.view(*lead, *cells)
+    real = field_hat.real.dtype
+    return _chunked(torch.fft.irfftn, field_hat, cells, real, math.prod(cells) * real.itemsize, s=cells)
 
 
 def wave_vectors(cells: Sequence[int], size: Sequence[float] | None = None, *,
