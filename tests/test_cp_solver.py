@@ -197,6 +197,32 @@ def test_consistent_tangent_matches_finite_differences(hardening):
     assert err < 1e-5, float(err)
 
 
+def test_deferred_tangent_equals_the_direct_one():
+    """The tangent completed later, the one from the polishing step's factorization (J^-1 [I; 0]) and the one
+    from a fresh solve with the Jacobian at the solution agree; tangent=False leaves nothing to complete."""
+    m = Phenopowerlaw(load_phase(shipped_material("Mg")))  # slip and twins: every block of the Jacobian
+    V = 32
+    old = m.initial_state(torch.tensor(damask.Rotation.from_random(V, rng_seed=7).as_matrix()))
+    dt = torch.full((V,), 0.5, dtype=torch.float64)
+    F = torch.tensor(np.diag([0.9985, 0.9985, 1.003]))[None].repeat(V, 1, 1)
+    now = m.update(F, old, dt)
+    later = m.update(F, old, dt, tangent="deferred")
+    assert later.K is None and later.state.dy_dF is None
+    K = later.complete()
+    assert later.state.dy_dF is not None
+    torch.testing.assert_close(K, now.K, rtol=0, atol=0)
+    # Without J^-1 [I; 0] from the local solve, the tangent solves with the Jacobian itself: the same K to
+    # within the local tolerance.
+    directions = m._directions
+    m._directions = lambda f, loc, R, w, direction, with_T: directions(f, loc, R, w, direction, False)
+    solved = m.update(F, old, dt)
+    m._directions = directions
+    torch.testing.assert_close(solved.K, now.K, rtol=1e-6, atol=1e-6 * float(now.K.abs().max()))
+    u = m.update(F, old, dt, tangent=False)
+    with pytest.raises(ValueError, match="tangent=False"):
+        u.complete()
+
+
 def test_local_solve_starts_from_the_tangent_prediction():
     """A guess with its sensitivity dy/dF is extrapolated to the new F: same solution, fewer local iterations."""
     phase = load_phase(shipped_material("Cu"))

@@ -39,6 +39,7 @@ the slip systems first and the twin systems after them.  Units: Pa, s, 1/s.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -69,6 +70,16 @@ def _voigt_to_tensor4(C_V: np.ndarray) -> np.ndarray:
                 for c, d in {(k, l), (l, k)}:
                     C[a, b, c, d] = C_V[I, J]
     return C
+
+
+def _kron(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Batched Kronecker product (V, 9, 9) of (V, 3, 3) matrices: ``vec(X M Y^T) = kron(X, Y) vec(M)`` for
+    row-major ``vec``, ``kron(X, Y)[(i, j), (k, l)] = X_ik Y_jl``."""
+    return (X[:, :, None, :, None] * Y[:, None, :, None, :]).reshape(-1, 9, 9)
+
+
+_TRANSPOSE = [3 * (k % 3) + k // 3 for k in range(9)]
+"""Row-major index of the transposed component: ``vec(M^T) = vec(M)[_TRANSPOSE]``."""
 
 
 NS = 6
@@ -138,9 +149,10 @@ class Update:
     """Result of :meth:`Phenopowerlaw.update` for V material points.
 
     ``P`` (V, 3, 3) first Piola-Kirchhoff stress, Pa; ``K`` (V, 3, 3, 3, 3) the step's consistent tangent
-    dP/dF (None when not asked for), Pa; ``state`` the state at the end of the step; ``ok`` (V,) bool, False
-    where the local solve did not converge; ``iterations`` the number of batched residual evaluations of the
-    local solve (starting points and continuation stages included).
+    dP/dF (None when not asked for, or deferred and not completed yet), Pa; ``state`` the state at the end of the
+    step (its ``dy_dF`` set with K); ``ok`` (V,) bool, False where the local solve did not converge;
+    ``iterations`` the number of batched residual evaluations of the local solve (starting points and
+    continuation stages included).
     """
 
     P: torch.Tensor
@@ -148,6 +160,53 @@ class Update:
     state: State
     ok: torch.Tensor
     iterations: int
+    _pending: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = dataclasses.field(default=None, repr=False)
+
+    def complete(self) -> torch.Tensor:
+        """The tangent K, computed now if it was deferred (``update(..., tangent="deferred")``); also sets
+        ``state.dy_dF``."""
+        if self.K is None:
+            if self._pending is None:
+                raise ValueError("this update was computed with tangent=False: no tangent to complete")
+            self.K, self.state.dy_dF = self._pending()
+            self._pending = None
+        return self.K
+
+
+@dataclasses.dataclass
+class _Local:
+    """Local solutions of V material points (see :meth:`Phenopowerlaw._newton`).
+
+    ``y`` (V, 6 + N) the unknowns (S in Mandel form, xi); ``phi`` (V,) the weighted residual norm (inf where not
+    finite); ``J`` (V, 6 + N, 6 + N) the Jacobian at y, or one Newton step before it where ``has_T``;
+    ``Lp`` (V, 3, 3), ``gamma`` (V, N) at y; ``T`` (V, 6 + N, 6) ``J^-1 [I; 0]`` where ``has_T`` (V,) (None
+    when not asked for); ``passes`` the number of batched residual evaluations.
+    """
+
+    y: torch.Tensor
+    phi: torch.Tensor
+    J: torch.Tensor
+    Lp: torch.Tensor
+    gamma: torch.Tensor
+    T: torch.Tensor | None
+    has_T: torch.Tensor
+    passes: int
+
+    _FIELDS = ("y", "phi", "J", "Lp", "gamma", "T", "has_T")
+
+    def select(self, idx: torch.Tensor) -> _Local:
+        """The points ``idx`` (index or mask)."""
+        return _Local(*(None if (a := getattr(self, k)) is None else a[idx] for k in self._FIELDS), self.passes)
+
+    def put(self, idx: torch.Tensor, other: _Local) -> None:
+        """Overwrite the points ``idx`` (an index) with ``other``'s, in place."""
+        for k in self._FIELDS:
+            if (a := getattr(self, k)) is not None:
+                b = getattr(other, k)
+                if b is None:  # other has no T: none of its points has one
+                    a[idx] = False if a.dtype == torch.bool else 0.0
+                else:
+                    a[idx] = b
 
 
 class Phenopowerlaw:
@@ -335,15 +394,6 @@ class Phenopowerlaw:
         S = (E.reshape(-1, 9) @ self.C9.T).reshape(-1, 3, 3)
         return Fe, S
 
-    def _dLp_dS(self, dgdot: torch.Tensor) -> torch.Tensor:
-        """d L_p / d S (V, 9, 9) = sum_a (d gdot_a / d tau_a) P_a (x) P_a."""
-        return (self.schmid9.T * dgdot[:, None, :]) @ self.schmid9
-
-    def _dS_dLp(self, B: torch.Tensor, Fe: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        """d S / d L_p (V, 9, 9): ``-dt C_ijml (B^T F_e)_km``."""
-        G = B.transpose(-1, -2) @ Fe
-        return (-dt[:, None, None, None, None] * torch.einsum("ijml,vkm->vijkl", self.C, G)).reshape(-1, 9, 9)
-
     def _residual(self, B: torch.Tensor, dt: torch.Tensor, old: State, S: torch.Tensor, xi: torch.Tensor,
                   jacobian: bool):
         """Residual of the step's equations in the unknowns (S, xi), and optionally its Jacobian.
@@ -440,7 +490,8 @@ class Phenopowerlaw:
         sig = torch.maximum(torch.linalg.matrix_norm(S_trial), torch.linalg.matrix_norm(old.S)).clamp_min(1.0)
         return torch.cat([(1.0 / sig)[:, None].expand(V, NS), 1.0 / torch.maximum(old.xi.abs(), sig[:, None])], -1)
 
-    def _newton(self, B: torch.Tensor, dt: torch.Tensor, old: State, y: torch.Tensor, w: torch.Tensor):
+    def _newton(self, B: torch.Tensor, dt: torch.Tensor, old: State, y: torch.Tensor, w: torch.Tensor,
+                want_T: bool = False) -> _Local:
         """Damped Newton's method on the step's equations in the unknowns y = (S, xi), (V, 6 + N).
 
         Every point has its own backtracking line search (Armijo on the weighted 2-norm of the residual, step
@@ -449,34 +500,33 @@ class Phenopowerlaw:
         the residual (the tolerance bounds the residual, not the error, and near a yield the Jacobian is
         ill-conditioned: without it, neighbouring global iterates see solutions that scatter within the
         tolerance, and the global iteration stalls on that noise), unless its residual is below
-        :data:`POLISHED` times the tolerance already.  Only unfinished points are evaluated.  The
-        linear systems are solved equilibrated (unknowns in units of the residual weights).  Returns y, phi (V,)
-        the weighted residual norm (inf where not finite), J the Jacobian at y (for the tangent), L_p, gamma, and
-        the number of batched residual evaluations.
+        :data:`POLISHED` times the tolerance already.  With ``want_T`` that last solve also gives the tangent's
+        ``J^-1 [I; 0]`` (one factorization for both), and the Jacobian is not evaluated again after it: the
+        tangent then uses the Jacobian one step before the solution, within the tolerance of it.  Only
+        unfinished points are evaluated.  The linear systems are solved equilibrated (unknowns in units of the
+        residual weights).
         """
         tol, max_iter = self.numerics.eps_rel_state, self.numerics.N_iter_Lp_max
-        V = y.shape[0]
+        V, n = y.shape
         y = y.clone()
         R, J, Lp, gamma = self._residual(B, dt, old, self._S(y), y[:, NS:], True)
         phi = torch.linalg.vector_norm(w * R, dim=-1).nan_to_num(torch.inf)
+        out = _Local(y, phi, J, Lp, gamma, y.new_zeros(V, n, NS) if want_T else None,
+                     torch.zeros(V, dtype=torch.bool, device=y.device), 0)
         direction = torch.zeros_like(y)
         alpha = torch.ones_like(dt)
         fresh = torch.ones(V, dtype=torch.bool, device=y.device)
         its = torch.zeros(V, dtype=torch.long, device=y.device)
         polished = phi <= POLISHED * tol
         active = torch.isfinite(phi)
-        passes = 0
         while True:
             idx = torch.nonzero(active).squeeze(-1)
             if idx.numel() == 0:
                 break
-            passes += 1
+            out.passes += 1
             f = idx[fresh[idx]]
             if f.numel():
-                wf = w[f]
-                d, info = torch.linalg.solve_ex(wf[:, :, None] * J[f] / wf[:, None, :], -(wf * R[f])[:, :, None])
-                d = d.squeeze(-1) / wf
-                direction[f] = torch.where(((info == 0) & torch.isfinite(d).all(-1))[:, None], d, 0.0)
+                self._directions(f, out, R, w, direction, want_T and bool((phi[f] <= tol).any()))
                 alpha[f] = 1.0
                 its[f] += 1
             trial = y[idx] + alpha[idx, None] * direction[idx]
@@ -491,54 +541,79 @@ class Phenopowerlaw:
             polished[idx[polish]] = True
             a = idx[acc]
             y[a], R[a], Lp[a], gamma[a], phi[a] = trial[acc], R_t[acc], Lp_t[acc], gamma_t[acc], phi_t[acc]
-            if a.numel():  # the Jacobian only where the trial is accepted: rejected ones are never solved with
-                J[a] = self._residual(B[a], dt[a], old_idx.select(acc), self._S(y[a]), y[a, NS:], True)[1]
+            # The Jacobian only where the trial is accepted (rejected ones are never solved with), and not after
+            # the polishing step, which ends the point's iteration.
+            need = acc & ~polish
+            if bool(need.any()):
+                an = idx[need]
+                J[an] = self._residual(B[an], dt[an], old_idx.select(need), self._S(y[an]), y[an, NS:], True)[1]
             alpha[idx[~acc]] *= 0.5
             fresh[idx] = acc
             fresh[idx[polish]] = True  # the extra step is taken or not, never shortened
             polished[a] |= phi[a] <= POLISHED * tol
             active[idx] = (((phi[idx] > tol) & (alpha[idx] >= MIN_STEP) & ~(fresh[idx] & (its[idx] >= max_iter)))
                            | ((phi[idx] <= tol) & ~polished[idx]))
-        return y, phi, J, Lp, gamma, passes
+        return out
+
+    def _directions(self, f: torch.Tensor, loc: _Local, R: torch.Tensor, w: torch.Tensor, direction: torch.Tensor,
+                    with_T: bool) -> None:
+        """Newton directions ``-J^-1 R`` of the points ``f`` into ``direction``; with ``with_T``, the points
+        among them within the tolerance (their polishing step) also get ``J^-1 [I; 0]`` into ``loc.T``."""
+        groups = [(f, False)]
+        if with_T:
+            pol = loc.phi[f] <= self.numerics.eps_rel_state
+            groups = [(f[~pol], False), (f[pol], True)]
+        for g, T in groups:
+            if g.numel() == 0:
+                continue
+            wg = w[g]
+            rhs = -(wg * R[g])[:, :, None]
+            if T:  # equilibrated: W [I; 0] with W = diag(w)
+                E = wg.new_zeros(g.numel(), wg.shape[1], NS)
+                E[:, :NS].diagonal(dim1=-2, dim2=-1).copy_(wg[:, :NS])
+                rhs = torch.cat([rhs, E], -1)
+            z, info = torch.linalg.solve_ex(wg[:, :, None] * loc.J[g] / wg[:, None, :], rhs)
+            z = z / wg[:, :, None]
+            good = (info == 0) & torch.isfinite(z).all((-1, -2))
+            direction[g] = torch.where(good[:, None], z[:, :, 0], 0.0)
+            if T:
+                loc.T[g] = z[:, :, 1:]
+                loc.has_T[g] = good
 
     def _solve_from(self, B: torch.Tensor, dt: torch.Tensor, old: State, starts: list[torch.Tensor],
-                    w: torch.Tensor):
+                    w: torch.Tensor, want_T: bool = False) -> _Local:
         """:meth:`_newton` from the first start, then from the next ones where it failed; the best result wins.
 
-        A start equal to the one before it is skipped.  Returns y, phi, J, L_p, gamma, batched evaluations.
+        A start equal to the one before it is skipped.
         """
         tol = self.numerics.eps_rel_state
-        y, phi, J, Lp, gamma, passes = self._newton(B, dt, old, starts[0], w)
+        loc = self._newton(B, dt, old, starts[0], w, want_T)
         for before, start in zip(starts, starts[1:], strict=False):
-            redo = torch.nonzero(~(phi <= tol) & (start != before).any(-1)).squeeze(-1)
+            redo = torch.nonzero(~(loc.phi <= tol) & (start != before).any(-1)).squeeze(-1)
             if redo.numel() == 0:
                 continue
-            y_r, phi_r, J_r, Lp_r, gamma_r, p = self._newton(B[redo], dt[redo], old.select(redo), start[redo],
-                                                             w[redo])
-            passes += p
-            better = phi_r < phi[redo]
-            b = redo[better]
-            y[b], phi[b], J[b], Lp[b], gamma[b] = y_r[better], phi_r[better], J_r[better], Lp_r[better], \
-                gamma_r[better]
-        return y, phi, J, Lp, gamma, passes
+            r = self._newton(B[redo], dt[redo], old.select(redo), start[redo], w[redo], want_T)
+            loc.passes += r.passes
+            better = r.phi < loc.phi[redo]
+            loc.put(redo[better], r.select(better))
+        return loc
 
-    def _continuation(self, F: torch.Tensor, dt: torch.Tensor, old: State, w: torch.Tensor, rate: torch.Tensor):
+    def _continuation(self, F: torch.Tensor, dt: torch.Tensor, old: State, w: torch.Tensor, rate: torch.Tensor,
+                      want_T: bool = False) -> _Local:
         """Fallback for points whose step did not converge: reach its solution through nearby problems.
 
         Solves the steps to ``F(lam) = F_old + lam (F - F_old)`` over ``lam dt`` from the *old* state for
         lam = 1/k, 2/k, ..., 1, each started from the last one's solution (and the usual starts); only lam = 1
         is kept, so the result is the one backward-Euler step asked for: the stages only supply starting
         points.  k = 4, 16, 64 in turn, a point stopping at the first k that gets it through.
-        Returns y, phi, J, L_p, gamma for the points given, and the batched evaluations.
         """
         tol = self.numerics.eps_rel_state
-        V = F.shape[0]
-        y = torch.zeros(V, NS + self.N, dtype=F.dtype, device=F.device)
-        phi = torch.full((V,), torch.inf, dtype=F.dtype, device=F.device)
-        J = torch.zeros(V, NS + self.N, NS + self.N, dtype=F.dtype, device=F.device)
-        Lp, gamma = torch.zeros_like(F), torch.zeros_like(old.gamma)
+        V, n = F.shape[0], NS + self.N
+        out = _Local(F.new_zeros(V, n), torch.full((V,), torch.inf, dtype=F.dtype, device=F.device),
+                     F.new_zeros(V, n, n), torch.zeros_like(F), torch.zeros_like(old.gamma),
+                     F.new_zeros(V, n, NS) if want_T else None, torch.zeros(V, dtype=torch.bool, device=F.device),
+                     0)
         todo = torch.arange(V, device=F.device)
-        passes = 0
         for stages in CONTINUATION_STAGES:
             if todo.numel() == 0:
                 break
@@ -550,21 +625,19 @@ class Phenopowerlaw:
                 F_k = o_a.F + lam * (F[todo[alive]] - o_a.F)
                 B_k, dt_k = F_k @ o_a.Fp_inv, lam * dt[todo[alive]]
                 starts = self._starts(B_k, dt_k, o_a, o_a.Lp, rate[todo[alive]])
-                y_k, phi_k, J_k, Lp_k, gamma_k, p = self._solve_from(
-                    B_k, dt_k, o_a, ([prev] if prev is not None else []) + starts, w[todo[alive]])
-                passes += p
-                ok_k = phi_k <= tol
-                alive, prev = alive[ok_k], y_k[ok_k]
+                loc = self._solve_from(B_k, dt_k, o_a, ([prev] if prev is not None else []) + starts,
+                                       w[todo[alive]], want_T and k == stages)
+                out.passes += loc.passes
+                ok_k = loc.phi <= tol
+                alive, prev = alive[ok_k], loc.y[ok_k]
                 if alive.numel() == 0:
                     break
             if alive.numel():
-                got = todo[alive]
-                y[got], phi[got], J[got], Lp[got], gamma[got] = y_k[ok_k], phi_k[ok_k], J_k[ok_k], Lp_k[ok_k], \
-                    gamma_k[ok_k]
+                out.put(todo[alive], loc.select(ok_k))
                 keep = torch.ones(todo.numel(), dtype=torch.bool, device=F.device)
                 keep[alive] = False
                 todo = todo[keep]
-        return y, phi, J, Lp, gamma, passes
+        return out
 
     def overstress(self, F: torch.Tensor, old: State) -> torch.Tensor:
         """Largest ``|tau_a| / xi_a`` (V,) of the elastic trial: the stress at F (V, 3, 3) without plastic flow."""
@@ -575,7 +648,7 @@ class Phenopowerlaw:
     # -- the step ------------------------------------------------------------------------------------------
 
     def update(self, F: torch.Tensor, old: State, dt: torch.Tensor, *, guess: State | None = None,
-               tangent: bool = True) -> Update:
+               tangent: bool | str = True) -> Update:
         """Stress, tangent and new state after a backward-Euler step to deformation gradient F.
 
         Parameters
@@ -589,9 +662,12 @@ class Phenopowerlaw:
         guess : State, optional
             A solution of a nearby step (e.g. the last global iteration's), tried first: extrapolated to F with
             its sensitivity ``dy_dF`` when it has one, then as it is; default none.
-        tangent : bool
-            Also compute the consistent tangent dP/dF.
+        tangent : bool or "deferred"
+            Also compute the consistent tangent dP/dF (and the state's ``dy_dF``); ``"deferred"``: only when
+            :meth:`Update.complete` is called (the local solve prepares it either way).
         """
+        if tangent not in (True, False, "deferred"):
+            raise ValueError(f"tangent: expected True, False or 'deferred', got {tangent!r}")
         V = F.shape[0]
         A = old.Fp_inv
         B = F @ A
@@ -604,54 +680,67 @@ class Phenopowerlaw:
             if guess.dy_dF is not None:  # first order in F - F_guess: the Newton step's own prediction
                 y_pred = y_guess + (guess.dy_dF @ (F - guess.F).reshape(V, 9, 1)).squeeze(-1)
                 starts.insert(0, torch.where((y_pred[:, NS:] > 0).all(-1, keepdim=True), y_pred, y_guess))
-        y, phi, J, Lp, gamma, passes = self._solve_from(B, dt, old, starts, w)
-        failed = torch.nonzero(~(phi <= self.numerics.eps_rel_state)).squeeze(-1)
+        want_T = tangent is not False
+        loc = self._solve_from(B, dt, old, starts, w, want_T)
+        failed = torch.nonzero(~(loc.phi <= self.numerics.eps_rel_state)).squeeze(-1)
         if failed.numel():
-            y_c, phi_c, J_c, Lp_c, gamma_c, p = self._continuation(F[failed], dt[failed], old.select(failed), w[failed],
-                                                              rate[failed])
-            passes += p
-            y[failed], phi[failed], J[failed], Lp[failed], gamma[failed] = y_c, phi_c, J_c, Lp_c, gamma_c
-        ok = phi <= self.numerics.eps_rel_state
-        xi = y[:, NS:]
-        Fe, S = self._stress(B, Lp, dt)
+            c = self._continuation(F[failed], dt[failed], old.select(failed), w[failed], rate[failed], want_T)
+            loc.passes += c.passes
+            loc.put(failed, c)
+        ok = loc.phi <= self.numerics.eps_rel_state
+        xi = loc.y[:, NS:]
+        Fe, S = self._stress(B, loc.Lp, dt)
         eye = torch.eye(3, dtype=F.dtype, device=F.device)
-        Fpi = A @ (eye - dt[:, None, None] * Lp)
+        Fpi = A @ (eye - dt[:, None, None] * loc.Lp)
         P = Fe @ S @ Fpi.transpose(-1, -2)
-        K, dy_dF = self._tangent(F, A, B, Fe, Fpi, S, dt, old, self._S(y), xi, J) if tangent \
-            else (None, None)
         det = torch.linalg.det(Fpi)
         ok = ok & torch.isfinite(P).all((-1, -2)) & (det > 0)
         Fpi_stored = Fpi / det.clamp_min(1e-300).pow(1.0 / 3.0)[:, None, None]
-        return Update(P=P, K=K, state=State(Fp_inv=Fpi_stored, xi=xi, gamma=gamma, Lp=Lp, S=S, F=F, dy_dF=dy_dF),
-                      ok=ok, iterations=passes)
+        u = Update(P=P, K=None, state=State(Fp_inv=Fpi_stored, xi=xi, gamma=loc.gamma, Lp=loc.Lp, S=S, F=F),
+                   ok=ok, iterations=loc.passes)
+        if want_T:
+            u._pending = lambda: self._tangent(F, A, B, Fe, Fpi, S, dt, old, loc)
+            if tangent is True:
+                u.complete()
+        return u
 
-    def _tangent(self, F, A, B, Fe, Fpi, S, dt, old: State, S_y, xi, J) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tangent(self, F, A, B, Fe, Fpi, S, dt, old: State, loc: _Local) -> tuple[torch.Tensor, torch.Tensor]:
         """Consistent tangent dP/dF (V, 3, 3, 3, 3) of the converged step, the change of the resistances included,
         and the sensitivity ``dy/dF`` (V, 6 + N, 9) of the local solution y = (S in Mandel form, xi).
 
         The step's equations R(y, F) = 0 in y = (S, xi) give ``dy/dF = J^-1 [dS_e/dF at fixed L_p; 0]``
-        (J the local Jacobian at the solution, as the local solve left it); L_p then follows S and xi.  Only the
-        twin volume fraction, which enters with its value at the start of the step, is held fixed.
+        (J the local Jacobian at the solution, or one Newton step before it, as the local solve left it; its
+        ``J^-1 [I; 0]`` where the solve prepared it); L_p then follows S and xi.  Only the twin volume fraction,
+        which enters with its value at the start of the step, is held fixed.  Assembled as 9 x 9 matrices on
+        row-major tensor components, ``vec(X M Y) = (X kron Y^T) vec(M)``.
         """
-        V, N = xi.shape
-        F_tw = self._F_tw(old.gamma)
-        gdot, dgdot = self.shear_rates(S_y, xi, F_tw)
-        # d S_e / d F at fixed L_p: C_ijmn Fe_km Fpi_ln.
-        dS_dF = torch.einsum("ijmn,vkm,vln->vijkl", self.C, Fe, Fpi).reshape(V, 9, 9)
-        rhs = torch.cat([self.mandel @ dS_dF, dS_dF.new_zeros(V, N, 9)], 1)
-        dy = torch.linalg.solve_ex(J, rhs)[0]
-        dS_tot, dxi = self.mandel.T @ dy[:, :NS], dy[:, NS:]
-        dLp_dF = self._dLp_dS(dgdot) @ dS_tot + (self.schmid9.T * (-self.n * gdot / xi)[:, None, :]) @ dxi
-        dS = dS_dF + self._dS_dLp(B, Fe, dt) @ dLp_dF
-        dS = dS.reshape(V, 3, 3, 3, 3)
-        dFpi = (-dt[:, None, None, None, None]
-                * torch.einsum("vim,vmjkl->vijkl", A, dLp_dF.reshape(V, 3, 3, 3, 3)))
-        eye = torch.eye(3, dtype=F.dtype, device=F.device)
-        FpiSFpiT = Fpi @ S @ Fpi.transpose(-1, -2)
-        SFpiT = S @ Fpi.transpose(-1, -2)
-        FeS = Fe @ S
-        K = torch.einsum("ik,vlj->vijkl", eye, FpiSFpiT)
-        K = K + torch.einsum("via,vabkl,vbj->vijkl", F, dFpi, SFpiT)
-        K = K + torch.einsum("via,vabkl,vjb->vijkl", Fe, dS, Fpi)
-        K = K + torch.einsum("via,vjakl->vijkl", FeS, dFpi)
-        return K, dy
+        V, N = loc.y.shape[0], self.N
+        xi = loc.y[:, NS:]
+        gdot, dgdot = self.shear_rates(self._S(loc.y), xi, self._F_tw(old.gamma))
+        T_ = Fpi.transpose(-1, -2)
+        dS_dF = self.C9 @ _kron(Fe.transpose(-1, -2), T_)  # d S_e / d F at fixed L_p: C_ijmn Fe_km Fpi_ln
+        rhs = self.mandel @ dS_dF  # (V, 6, 9)
+        if bool(loc.has_T.all()):
+            dy = loc.T @ rhs
+        else:
+            dy = torch.empty(V, NS + N, 9, dtype=F.dtype, device=F.device)
+            h = torch.nonzero(loc.has_T).squeeze(-1)
+            r = torch.nonzero(~loc.has_T).squeeze(-1)
+            if h.numel():
+                dy[h] = loc.T[h] @ rhs[h]
+            dy[r] = torch.linalg.solve_ex(loc.J[r], torch.cat([rhs[r], rhs.new_zeros(r.numel(), N, 9)], 1))[0]
+        # d gdot / dF through S and xi, then d L_p / d F = sum_a P_a (x) d gdot_a / dF.
+        dgdot_dF = dgdot[:, :, None] * (self.schmid6 @ dy[:, :NS]) + (-self.n * gdot / xi)[:, :, None] * dy[:, NS:]
+        dLp_dF = self.schmid9.T @ dgdot_dF
+        eye = torch.eye(3, dtype=F.dtype, device=F.device).expand(V, 3, 3)
+        # S = S_e(F, L_p): d S / d L_p = -dt C_ijml (B^T F_e)_km, i.e. -dt C (G^T kron I) with G = B^T F_e.
+        G = B.transpose(-1, -2) @ Fe
+        dt_ = dt[:, None, None]
+        # P = F F_p^-1 S F_p^-T with F_p^-1 = A (I - dt L_p):
+        # dP = dF (Fpi S Fpi^T) + F dFpi (S Fpi^T) + Fe dS Fpi^T + (Fe S) dFpi^T, dFpi = -dt (A kron I) dL_p.
+        H = _kron(Fe, Fpi)
+        M = _kron(F, (S @ T_).transpose(-1, -2)) + _kron(Fe @ S, eye)[:, :, _TRANSPOSE]
+        K = (_kron(eye, (Fpi @ S @ T_).transpose(-1, -2)) + H @ dS_dF
+             + (-dt_ * ((H @ self.C9) @ _kron(G.transpose(-1, -2), eye) + M @ _kron(A, eye))) @ dLp_dF)
+        return K.reshape(V, 3, 3, 3, 3), dy
+

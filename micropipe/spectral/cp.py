@@ -251,23 +251,32 @@ class _Batch:
         self.F_rate_prev: torch.Tensor | None = None
         self.steps: tuple[float, ...] = ()
 
-    def evaluate(self, F: torch.Tensor, dt: torch.Tensor, guesses: list[State] | None, tangent: bool = True):
-        """Material points at F: P field, K (b*V, 9, 9), trial states, ok per VE (b,)."""
+    def evaluate(self, F: torch.Tensor, dt: torch.Tensor, guesses: list[State] | None):
+        """Material points at F: P field, trial states, ok per VE (b,), and a function that returns the tangent
+        K (b*V, 9, 9), computed on its first call (which also sets the states' ``dy_dF``): an iterate that
+        converges, or that the globalization rejects, never needs it."""
         Ff = self.g.flat(F)
         Pf = torch.empty_like(Ff)
-        K = torch.empty(Ff.shape[0], 9, 9, dtype=Ff.dtype, device=Ff.device) if tangent else None
         ok = torch.ones(Ff.shape[0], dtype=torch.bool, device=Ff.device)
-        states = []
+        states, updates = [], []
         for p, (m, idx) in enumerate(zip(self.models, self.voxels, strict=True)):
             sel = slice(None) if self.single else idx
             u = m.update(Ff[sel], self.states[p], dt.expand(idx.numel()), guess=None if guesses is None else guesses[p],
-                         tangent=tangent)
+                         tangent="deferred")
             Pf[sel] = u.P
-            if tangent:
-                K[sel] = u.K.reshape(-1, 9, 9)
             ok[sel] = u.ok
             states.append(u.state)
-        return self.g.field(Pf, self.b), K, states, ok.reshape(self.b, -1).all(-1)
+            updates.append((sel, u))
+        K: list[torch.Tensor] = []
+
+        def tangent() -> torch.Tensor:
+            if not K:
+                K.append(torch.empty(Ff.shape[0], 9, 9, dtype=Ff.dtype, device=Ff.device))
+                for sel, u in updates:
+                    K[0][sel] = u.complete().reshape(-1, 9, 9)
+            return K[0]
+
+        return self.g.field(Pf, self.b), states, ok.reshape(self.b, -1).all(-1), tangent
 
     def overstress(self, F: torch.Tensor) -> torch.Tensor:
         """Per VE (b,): the largest ``|tau| / xi`` over systems and voxels if F were reached elastically."""
@@ -615,14 +624,19 @@ NEAR = 10.0
 """Residuals below this many times their tolerance take every step the material points can follow."""
 
 
-def _merge(keep_new: torch.Tensor, new, old, batch: _Batch):
-    """Per volume element: ``new`` where ``keep_new`` (b,) else ``old``, for P fields, tangents and states."""
-    P_new, K_new, s_new = new
-    P_old, K_old, s_old = old
-    P = torch.where(keep_new[:, None, None, None, None, None], P_new, P_old)
-    K = torch.where(keep_new[:, None, None, None].expand(-1, batch.g.N, 1, 1).reshape(-1, 1, 1), K_new, K_old)
-    states = [a.where(keep_new[idx // batch.g.N], o) for idx, a, o in zip(batch.voxels, s_new, s_old, strict=True)]
-    return P, K, states
+def _pick(keep_new: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Per volume element: ``new`` where ``keep_new`` (b,) else ``old``, for fields (b, ...) and for per-voxel
+    tensors (b * V, ...)."""
+    shape = (keep_new.shape[0], -1) + (1,) * (new.dim() - 1)
+    if new.shape[0] == keep_new.shape[0]:
+        return torch.where(keep_new.reshape(shape[:1] + shape[2:]), new, old)
+    return torch.where(keep_new.reshape(shape), new.reshape(keep_new.shape[0], -1, *new.shape[1:]),
+                       old.reshape(keep_new.shape[0], -1, *old.shape[1:])).reshape(new.shape)
+
+
+def _merge_states(keep_new: torch.Tensor, new: list[State], old: list[State], batch: _Batch) -> list[State]:
+    """Per volume element: the material states ``new`` where ``keep_new`` (b,) else ``old``."""
+    return [a.where(keep_new[idx // batch.g.N], o) for idx, a, o in zip(batch.voxels, new, old, strict=True)]
 
 
 QUADRATIC_PREDICTOR = True
@@ -682,7 +696,7 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
 
     it = 0
     for it in range(1, num.N_iter_max + 1):
-        P, K, states, local_ok = batch.evaluate(F, dt_t, guesses)
+        P, states, local_ok, tangent = batch.evaluate(F, dt_t, guesses)
         P_avg, r_div, bc, err_div, err_bc = residuals(P)
         merit = torch.where(local_ok, err_div.square() + bc.square().sum((-1, -2)), torch.full_like(err_div, torch.inf))
         merit = merit.nan_to_num(torch.inf)
@@ -691,7 +705,6 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
                 why = ["local (material point) solve did not converge" if not bool(o) else "" for o in local_ok]
                 return local_ok & False, it, why
             take = torch.ones(b, dtype=torch.bool, device=dev)
-            accepted = (F, P, K, states, merit)
         else:
             F_a, P_a, K_a, states_a, merit_a = accepted
             # Within a few orders of the tolerance the Newton iteration is in its basin, and a residual that
@@ -706,10 +719,9 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
                              if bool(bk) else "")
                        for o, m, bk in zip(local_ok, merit_a, back, strict=True)]
                 return torch.zeros(b, dtype=torch.bool, device=dev), it, why
-            P, K, states = _merge(take, (P, K, states), (P_a, K_a, states_a), batch)
-            F = torch.where(take[:, None, None, None, None, None], F, F_a)
+            P = _pick(take, P, P_a)
+            F = _pick(take, F, F_a)
             merit = torch.where(take, merit, merit_a)
-            accepted = (F, P, K, states, merit)
             if bool(back.any()):
                 log.debug("  iteration %d: %d volume element(s) reject the step, damping %s", it,
                           int(back.sum()), ", ".join(f"{float(m):.0e}" for m in mu[back][:4]))
@@ -726,7 +738,16 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
                f"{float(c):.3g} Pa (tolerance {float(tb):.3g})"
                for e, tl, c, tb in zip(err_div, tol_div, err_bc, tol_bc, strict=True)]
         if bool(ok.all()) and it >= num.N_iter_min:
+            if accepted is not None:
+                states = _merge_states(take, states, accepted[3], batch)
             break
+        # Another Newton step: the tangent of the iterate it starts from (the new one where taken).
+        if accepted is None:
+            K = tangent()
+        else:
+            K = _pick(take, tangent(), K_a) if bool(take.any()) else K_a
+            states = _merge_states(take, states, states_a, batch)  # after tangent(): dy_dF set where taken
+        accepted = (F, P, K, states, merit)
         guesses = states
         rhs = -(r_div + bc[..., None, None, None] * torch.ones_like(P))
         rhs = torch.where(ok[:, None, None, None, None, None], torch.zeros_like(rhs), rhs)
