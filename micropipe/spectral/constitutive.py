@@ -174,6 +174,17 @@ class Update:
 
 
 @dataclasses.dataclass
+class _Old:
+    """The part of a :class:`State` the step's residual reads: resistances and accumulated shears (V, N)."""
+
+    xi: torch.Tensor
+    gamma: torch.Tensor
+
+    def select(self, idx: torch.Tensor) -> _Old:
+        return _Old(self.xi[idx], self.gamma[idx])
+
+
+@dataclasses.dataclass
 class _Local:
     """Local solutions of V material points (see :meth:`Phenopowerlaw._newton`).
 
@@ -247,6 +258,9 @@ class Phenopowerlaw:
         self.mandel = t(_mandel_matrix())
         self.schmid6 = self.schmid9 @ self.mandel.T  # (N, 6): tau = s . schmid6 for the Mandel stress s
         self.C6_9 = self.mandel @ self.C9  # (6, 9): Mandel stress of a row-major strain
+        # d S / d L_p : P_a = -dt C_ijml (G^T P_a)_ml = -dt G_km W_(km),(a, ij) with G = B^T F_e (see _residual).
+        self._eye6 = torch.eye(NS, dtype=dtype, device=device)
+        self.W_Q = torch.einsum("iml,akl->kmai", self.C6_9.reshape(NS, 3, 3), self.schmid).reshape(9, -1)
         self.xi_0 = t(np.concatenate([pl.per_system("xi_0_sl")] + ([pl.per_system("xi_0_tw")] if self.N_tw else [])))
         self.gdot_0 = t(np.concatenate([pl.per_system("dot_gamma_0_sl")]
                                        + ([pl.per_system("dot_gamma_0_tw")] if self.N_tw else [])))
@@ -394,7 +408,7 @@ class Phenopowerlaw:
         S = (E.reshape(-1, 9) @ self.C9.T).reshape(-1, 3, 3)
         return Fe, S
 
-    def _residual(self, B: torch.Tensor, dt: torch.Tensor, old: State, S: torch.Tensor, xi: torch.Tensor,
+    def _residual(self, B: torch.Tensor, dt: torch.Tensor, old: State | _Old, S: torch.Tensor, xi: torch.Tensor,
                   jacobian: bool):
         """Residual of the step's equations in the unknowns (S, xi), and optionally its Jacobian.
 
@@ -420,16 +434,19 @@ class Phenopowerlaw:
         R_xi = xi - old.xi - dt[:, None] * xidot
         # dS/dL_p applied to every Schmid tensor, Q = dS/dL_p : P_a (V, 6, N) in Mandel rows, without the
         # (V, 9, 9) dS/dL_p: Q_ij,a = -dt C_ijml (G^T P_a)_ml with G = B^T F_e.
+        # One product with the constant W_(km),(a, ij) = C_ijml P_a,kl (see __init__).
         G = B.transpose(-1, -2) @ Fe
-        Q = (-dt[:, None, None] * ((G.transpose(-1, -2)[:, None] @ self.schmid).reshape(V, N, 9) @ self.C6_9.T)
-             ).transpose(-1, -2)
+        Q = ((G.reshape(V, 9) @ self.W_Q).reshape(V, N, NS) * -dt[:, None, None]).transpose(-1, -2)
         dgdot_dxi = -self.n * gdot / xi
-        J = xi.new_zeros(V, NS + N, NS + N)
-        J[:, :NS, :NS] = torch.eye(NS, dtype=xi.dtype, device=xi.device) - (Q * dgdot[:, None, :]) @ self.schmid6
+        # Every block is written below (the M blocks cover J_xi,xi: slip-slip, and with twins all four), so no
+        # zero fill of the whole (V, 6 + N, 6 + N), which on the CPU costs as much as two of the products.
+        J = xi.new_empty(V, NS + N, NS + N)
+        J[:, :NS, :NS] = self._eye6 - (Q * dgdot[:, None, :]) @ self.schmid6
         torch.mul(Q, -dgdot_dxi[:, None, :], out=J[:, :NS, NS:])
         # J_xi,S = -dt M (dgdot/dS) and J_xi,xi = I - dt (diag(d_xi) + M diag(dgdot/dxi)), block by block.
         dgdot_dS = dgdot[:, :, None] * self.schmid6  # (V, N, 6)
         J_xS, J_xx = J[:, NS:, :NS], J[:, NS:, NS:]
+        J_xS.zero_()
         filled = set()
         for rows, cols, r, H, c in M:
             X = dgdot_dS[:, cols] if c is None else c[:, :, None] * dgdot_dS[:, cols]
@@ -509,9 +526,10 @@ class Phenopowerlaw:
         tol, max_iter = self.numerics.eps_rel_state, self.numerics.N_iter_Lp_max
         V, n = y.shape
         y = y.clone()
+        old = _Old(old.xi, old.gamma)  # all the residual needs of the old state, gathered every pass
         R, J, Lp, gamma = self._residual(B, dt, old, self._S(y), y[:, NS:], True)
         phi = torch.linalg.vector_norm(w * R, dim=-1).nan_to_num(torch.inf)
-        out = _Local(y, phi, J, Lp, gamma, y.new_zeros(V, n, NS) if want_T else None,
+        out = _Local(y, phi, J, Lp, gamma, y.new_empty(V, n, NS) if want_T else None,
                      torch.zeros(V, dtype=torch.bool, device=y.device), 0)
         direction = torch.zeros_like(y)
         alpha = torch.ones_like(dt)
@@ -572,7 +590,7 @@ class Phenopowerlaw:
                 E = wg.new_zeros(g.numel(), wg.shape[1], NS)
                 E[:, :NS].diagonal(dim1=-2, dim2=-1).copy_(wg[:, :NS])
                 rhs = torch.cat([rhs, E], -1)
-            z, info = torch.linalg.solve_ex(wg[:, :, None] * loc.J[g] / wg[:, None, :], rhs)
+            z, info = torch.linalg.solve_ex(loc.J[g].mul_(wg[:, :, None]).div_(wg[:, None, :]), rhs)  # W J W^-1
             z = z / wg[:, :, None]
             good = (info == 0) & torch.isfinite(z).all((-1, -2))
             direction[g] = torch.where(good[:, None], z[:, :, 0], 0.0)

@@ -131,8 +131,8 @@ def project_gradient(tau_hat: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     The finite-strain projection of de Geus et al. (2017), the operator of a Galerkin solve for the
     deformation-gradient fluctuation.  ``tau_hat`` (..., 3, 3, X, Y, Z//2 + 1), complex; same shape out.
     """
-    n = n.to(tau_hat.real.dtype)
-    return (tau_hat * n).sum(-4)[..., :, None, :, :, :] * n
+    n2 = paired(n, tau_hat.real.dtype)
+    return torch.view_as_complex(gradient_pairs(torch.view_as_real(tau_hat), n2))
 
 
 def project_symmetric(tau_hat: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -223,6 +223,13 @@ def traction_pairs(t: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
     torch.mul(t[1], n2_, out=o[1]).addcmul_(t[5], n1, value=s).addcmul_(t[3], n3, value=s)
     torch.mul(t[2], n3, out=o[2]).addcmul_(t[4], n1, value=s).addcmul_(t[3], n2_, value=s)
     return a
+
+
+def gradient_pairs(t: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
+    """:func:`project_gradient` on real views: (..., 3, 3, X, Y, Z', 2) -> same shape, ``(t n)_i n_j``."""
+    n1, n2_, n3 = n2.unbind(0)
+    a = (t[..., 0, :, :, :, :] * n1).addcmul_(t[..., 1, :, :, :, :], n2_).addcmul_(t[..., 2, :, :, :, :], n3)
+    return a[..., None, :, :, :, :] * n2
 
 
 def normal_pairs(a: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
