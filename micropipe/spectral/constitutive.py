@@ -211,13 +211,9 @@ class _Local:
 
     def put(self, idx: torch.Tensor, other: _Local) -> None:
         """Overwrite the points ``idx`` (an index) with ``other``'s, in place."""
-        for k in self._FIELDS:
-            if (a := getattr(self, k)) is not None:
-                b = getattr(other, k)
-                if b is None:  # other has no T: none of its points has one
-                    a[idx] = False if a.dtype == torch.bool else 0.0
-                else:
-                    a[idx] = b
+        for k in self._FIELDS:  # a T that other lacks stays as it was: other's has_T (False) marks it invalid
+            if (a := getattr(self, k)) is not None and (b := getattr(other, k)) is not None:
+                a[idx] = b
 
 
 class Phenopowerlaw:
@@ -245,13 +241,11 @@ class Phenopowerlaw:
             return torch.as_tensor(np.asarray(a, float), device=device, dtype=dtype)
 
         self.device, self.dtype = device, dtype
-        self.C = t(_voigt_to_tensor4(phase.stiffness(notation="voigt")))
         self.N_sl, self.N_tw = pl.sum_N_sl, pl.sum_N_tw
         P = [phase.schmid_slip()] + ([phase.schmid_twin()] if self.N_tw else [])
         self.schmid = t(np.concatenate(P))  # (N, 3, 3)
         self.N = self.N_sl + self.N_tw
-        self.C9 = self.C.reshape(9, 9)
-        self.C9_inv = torch.linalg.pinv(self.C9)  # compliance on symmetric tensors
+        self.C9 = t(_voigt_to_tensor4(phase.stiffness(notation="voigt"))).reshape(9, 9)  # C_ijkl, (ij), (kl)
         self.schmid9 = self.schmid.reshape(self.N, 9)
         # The local unknowns are the symmetric S in Mandel form (6) and the resistances: MANDEL (6, 9) maps a
         # symmetric tensor, row-major, to Mandel; its transpose maps back (MANDEL MANDEL^T = I).
@@ -629,7 +623,7 @@ class Phenopowerlaw:
         V, n = F.shape[0], NS + self.N
         out = _Local(F.new_zeros(V, n), torch.full((V,), torch.inf, dtype=F.dtype, device=F.device),
                      F.new_zeros(V, n, n), torch.zeros_like(F), torch.zeros_like(old.gamma),
-                     F.new_zeros(V, n, NS) if want_T else None, torch.zeros(V, dtype=torch.bool, device=F.device),
+                     F.new_empty(V, n, NS) if want_T else None, torch.zeros(V, dtype=torch.bool, device=F.device),
                      0)
         todo = torch.arange(V, device=F.device)
         for stages in CONTINUATION_STAGES:

@@ -753,7 +753,7 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
                for e, tl, c, tb in zip(err_div, tol_div, err_bc, tol_bc, strict=True)]
         if bool(ok.all()) and it >= num.N_iter_min:
             if accepted is not None:
-                states = _merge_states(take, states, accepted[3], batch)
+                states = _merge_states(take, states, states_a, batch)
             break
         # Another Newton step: the tangent of the iterate it starts from (the new one where taken).
         if accepted is None:
