@@ -214,7 +214,7 @@ def test_deferred_tangent_equals_the_direct_one():
     # Without J^-1 [I; 0] from the local solve, the tangent solves with the Jacobian itself: the same K to
     # within the local tolerance.
     directions = m._directions
-    m._directions = lambda f, loc, R, w, direction, with_T: directions(f, loc, R, w, direction, False)
+    m._directions = lambda f, loc, R, w, direction, tol, with_T: directions(f, loc, R, w, direction, tol, False)
     solved = m.update(F, old, dt)
     m._directions = directions
     torch.testing.assert_close(solved.K, now.K, rtol=1e-6, atol=1e-6 * float(now.K.abs().max()))
@@ -377,6 +377,48 @@ def test_quadratic_predictor_saves_iterations_not_accuracy(monkeypatch):
     assert linear.converged and quadratic.converged
     assert quadratic.iterations.sum() < linear.iterations.sum(), (quadratic.iterations, linear.iterations)
     np.testing.assert_allclose(quadratic.sigma[1:, 2, 2], linear.sigma[1:, 2, 2], rtol=1e-5)
+
+def test_local_tolerance_is_honored():
+    """A looser local tolerance stops the material-point Newton earlier, at a stress within that tolerance of the
+    tight solution; a non-positive one is refused."""
+    m = Phenopowerlaw(load_phase(shipped_material("Cu")))
+    V = 64
+    old = m.initial_state(torch.tensor(damask.Rotation.from_random(V, rng_seed=5).as_matrix()))
+    dt = torch.full((V,), 0.5, dtype=torch.float64)
+    F = torch.tensor(np.diag([0.99976, 0.99975, 1.0005]))[None].repeat(V, 1, 1)  # well past yield
+    tight = m.update(F, old, dt, tangent=False)
+    loose = m.update(F, old, dt, tangent=False, tol=1e-4)
+    assert bool(tight.ok.all()) and bool(loose.ok.all())
+    assert loose.iterations < tight.iterations, (loose.iterations, tight.iterations)
+    scale = float(tight.P.abs().amax())
+    torch.testing.assert_close(loose.P, tight.P, rtol=0, atol=1e-3 * scale)
+    assert float((loose.P - tight.P).abs().amax()) > 1e-8 * scale  # it did stop earlier
+    with pytest.raises(ValueError, match="tol"):
+        m.update(F, old, dt, tol=0.0)
+
+
+def test_loose_local_solves_far_from_equilibrium_save_work_not_accuracy(monkeypatch):
+    """Global iterates far from equilibrium solve their material points to LOCAL_RTOL_FAR only: less local
+    work, the same converged curve (each converged increment is solved again to eps_rel_state)."""
+    ids, material = _polycrystal()
+    evaluations = []
+    residual = Phenopowerlaw._residual
+
+    def counted(self, B, *args):
+        evaluations[-1] += B.shape[0]
+        return residual(self, B, *args)
+
+    monkeypatch.setattr(Phenopowerlaw, "_residual", counted)
+    runs = {}
+    for far in (0.0, cp.LOCAL_RTOL_FAR):
+        monkeypatch.setattr(cp, "LOCAL_RTOL_FAR", far)
+        evaluations.append(0)
+        (runs[far],) = cp.solve(ids, material, _POLY_LC)
+        assert runs[far].converged, runs[far].reason
+    exact, inexact = runs[0.0], runs[cp.LOCAL_RTOL_FAR]
+    per_iteration = [e / r.iterations.sum() for e, r in zip(evaluations, (exact, inexact), strict=True)]
+    assert per_iteration[1] < 0.95 * per_iteration[0], per_iteration
+    np.testing.assert_allclose(inexact.sigma[1:, 2, 2], exact.sigma[1:, 2, 2], rtol=1e-6)
 
 
 def test_sachs_needs_a_diagonal_load():

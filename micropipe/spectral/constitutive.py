@@ -501,7 +501,7 @@ class Phenopowerlaw:
         sig = torch.maximum(torch.linalg.matrix_norm(S_trial), torch.linalg.matrix_norm(old.S)).clamp_min(1.0)
         return torch.cat([(1.0 / sig)[:, None].expand(V, NS), 1.0 / torch.maximum(old.xi.abs(), sig[:, None])], -1)
 
-    def _newton(self, B: torch.Tensor, dt: torch.Tensor, old: State, y: torch.Tensor, w: torch.Tensor,
+    def _newton(self, B: torch.Tensor, dt: torch.Tensor, old: State, y: torch.Tensor, w: torch.Tensor, tol: float,
                 want_T: bool = False) -> _Local:
         """Damped Newton's method on the step's equations in the unknowns y = (S, xi), (V, 6 + N).
 
@@ -517,7 +517,7 @@ class Phenopowerlaw:
         unfinished points are evaluated.  The linear systems are solved equilibrated (unknowns in units of the
         residual weights).
         """
-        tol, max_iter = self.numerics.eps_rel_state, self.numerics.N_iter_Lp_max
+        max_iter = self.numerics.N_iter_Lp_max
         V, n = y.shape
         y = y.clone()
         old = _Old(old.xi, old.gamma)  # all the residual needs of the old state, gathered every pass
@@ -538,7 +538,7 @@ class Phenopowerlaw:
             out.passes += 1
             f = idx[fresh[idx]]
             if f.numel():
-                self._directions(f, out, R, w, direction, want_T and bool((phi[f] <= tol).any()))
+                self._directions(f, out, R, w, direction, tol, want_T and bool((phi[f] <= tol).any()))
                 alpha[f] = 1.0
                 its[f] += 1
             trial = y[idx] + alpha[idx, None] * direction[idx]
@@ -568,12 +568,12 @@ class Phenopowerlaw:
         return out
 
     def _directions(self, f: torch.Tensor, loc: _Local, R: torch.Tensor, w: torch.Tensor, direction: torch.Tensor,
-                    with_T: bool) -> None:
+                    tol: float, with_T: bool) -> None:
         """Newton directions ``-J^-1 R`` of the points ``f`` into ``direction``; with ``with_T``, the points
         among them within the tolerance (their polishing step) also get ``J^-1 [I; 0]`` into ``loc.T``."""
         groups = [(f, False)]
         if with_T:
-            pol = loc.phi[f] <= self.numerics.eps_rel_state
+            pol = loc.phi[f] <= tol
             groups = [(f[~pol], False), (f[pol], True)]
         for g, T in groups:
             if g.numel() == 0:
@@ -593,25 +593,24 @@ class Phenopowerlaw:
                 loc.has_T[g] = good
 
     def _solve_from(self, B: torch.Tensor, dt: torch.Tensor, old: State, starts: list[torch.Tensor],
-                    w: torch.Tensor, want_T: bool = False) -> _Local:
+                    w: torch.Tensor, tol: float, want_T: bool = False) -> _Local:
         """:meth:`_newton` from the first start, then from the next ones where it failed; the best result wins.
 
         A start equal to the one before it is skipped.
         """
-        tol = self.numerics.eps_rel_state
-        loc = self._newton(B, dt, old, starts[0], w, want_T)
+        loc = self._newton(B, dt, old, starts[0], w, tol, want_T)
         for before, start in zip(starts, starts[1:], strict=False):
             redo = torch.nonzero(~(loc.phi <= tol) & (start != before).any(-1)).squeeze(-1)
             if redo.numel() == 0:
                 continue
-            r = self._newton(B[redo], dt[redo], old.select(redo), start[redo], w[redo], want_T)
+            r = self._newton(B[redo], dt[redo], old.select(redo), start[redo], w[redo], tol, want_T)
             loc.passes += r.passes
             better = r.phi < loc.phi[redo]
             loc.put(redo[better], r.select(better))
         return loc
 
     def _continuation(self, F: torch.Tensor, dt: torch.Tensor, old: State, w: torch.Tensor, rate: torch.Tensor,
-                      want_T: bool = False) -> _Local:
+                      tol: float, want_T: bool = False) -> _Local:
         """Fallback for points whose step did not converge: reach its solution through nearby problems.
 
         Solves the steps to ``F(lam) = F_old + lam (F - F_old)`` over ``lam dt`` from the *old* state for
@@ -619,7 +618,6 @@ class Phenopowerlaw:
         is kept, so the result is the one backward-Euler step asked for: the stages only supply starting
         points.  k = 4, 16, 64 in turn, a point stopping at the first k that gets it through.
         """
-        tol = self.numerics.eps_rel_state
         V, n = F.shape[0], NS + self.N
         out = _Local(F.new_zeros(V, n), torch.full((V,), torch.inf, dtype=F.dtype, device=F.device),
                      F.new_zeros(V, n, n), torch.zeros_like(F), torch.zeros_like(old.gamma),
@@ -638,7 +636,7 @@ class Phenopowerlaw:
                 B_k, dt_k = F_k @ o_a.Fp_inv, lam * dt[todo[alive]]
                 starts = self._starts(B_k, dt_k, o_a, o_a.Lp, rate[todo[alive]])
                 loc = self._solve_from(B_k, dt_k, o_a, ([prev] if prev is not None else []) + starts,
-                                       w[todo[alive]], want_T and k == stages)
+                                       w[todo[alive]], tol, want_T and k == stages)
                 out.passes += loc.passes
                 ok_k = loc.phi <= tol
                 alive, prev = alive[ok_k], loc.y[ok_k]
@@ -660,7 +658,7 @@ class Phenopowerlaw:
     # -- the step ------------------------------------------------------------------------------------------
 
     def update(self, F: torch.Tensor, old: State, dt: torch.Tensor, *, guess: State | None = None,
-               tangent: bool | str = True) -> Update:
+               tangent: bool | str = True, tol: float | None = None) -> Update:
         """Stress, tangent and new state after a backward-Euler step to deformation gradient F.
 
         Parameters
@@ -677,9 +675,16 @@ class Phenopowerlaw:
         tangent : bool or "deferred"
             Also compute the consistent tangent dP/dF (and the state's ``dy_dF``); ``"deferred"``: only when
             :meth:`Update.complete` is called (the local solve prepares it either way).
+        tol : float, optional
+            Relative tolerance of the local solve, the weighted residual norm (see :meth:`_weights`); default
+            ``numerics.eps_rel_state``.  A global iteration far from equilibrium may ask for less (see
+            :func:`micropipe.spectral.cp._step`); ``ok`` is then relative to ``tol``.
         """
         if tangent not in (True, False, "deferred"):
             raise ValueError(f"tangent: expected True, False or 'deferred', got {tangent!r}")
+        tol = self.numerics.eps_rel_state if tol is None else float(tol)
+        if not tol > 0.0:
+            raise ValueError(f"tol: expected a positive relative tolerance, got {tol!r}")
         V = F.shape[0]
         A = old.Fp_inv
         B = F @ A
@@ -693,13 +698,13 @@ class Phenopowerlaw:
                 y_pred = y_guess + (guess.dy_dF @ (F - guess.F).reshape(V, 9, 1)).squeeze(-1)
                 starts.insert(0, torch.where((y_pred[:, NS:] > 0).all(-1, keepdim=True), y_pred, y_guess))
         want_T = tangent is not False
-        loc = self._solve_from(B, dt, old, starts, w, want_T)
-        failed = torch.nonzero(~(loc.phi <= self.numerics.eps_rel_state)).squeeze(-1)
+        loc = self._solve_from(B, dt, old, starts, w, tol, want_T)
+        failed = torch.nonzero(~(loc.phi <= tol)).squeeze(-1)
         if failed.numel():
-            c = self._continuation(F[failed], dt[failed], old.select(failed), w[failed], rate[failed], want_T)
+            c = self._continuation(F[failed], dt[failed], old.select(failed), w[failed], rate[failed], tol, want_T)
             loc.passes += c.passes
             loc.put(failed, c)
-        ok = loc.phi <= self.numerics.eps_rel_state
+        ok = loc.phi <= tol
         xi = loc.y[:, NS:]
         Fe, S = self._stress(B, loc.Lp, dt)
         eye = torch.eye(3, dtype=F.dtype, device=F.device)
