@@ -101,11 +101,13 @@ def test_homogeneous_single_crystal_equals_material_point(O):
     np.testing.assert_allclose(r.sigma[1:, 2, 2], ref["sigma"][1:, 2, 2], rtol=1e-6)
 
 
-def test_ramp_takes_the_first_increment_in_doubling_substeps():
+def test_ramp_takes_the_first_increment_in_doubling_substeps(monkeypatch):
     """N_ramp = 2 integrates the first increment as steps of 1/3 and 2/3 of it, the second increment likewise, and
     only the increments are output: the same as the material point integrated with each of the first two
     increments split into two load steps."""
     from mp_reference import integrate
+
+    monkeypatch.setattr(cp, "SUBSTEP_GROWTH_ITERATIONS", 100)  # always double (TIGHT takes more iterations)
 
     phase = load_phase(shipped_material("Cu"))
     O = _goss()
@@ -128,6 +130,34 @@ def test_ramp_takes_the_first_increment_in_doubling_substeps():
     runs = [cp.solve_orientations(strong, np.zeros((2, 2, 2), int), O[None], lc,
                                   numerics=dataclasses.replace(TIGHT, N_ramp=n))[0] for n in (1, 5)]
     np.testing.assert_array_equal(runs[0].sigma, runs[1].sigma)
+
+
+def test_substeps_grow_only_after_easy_ones(monkeypatch):
+    """A ramp's sub-step doubles the next one's length only if it took at most SUBSTEP_GROWTH_ITERATIONS global
+    iterations; otherwise the length is kept. The increments are covered exactly either way."""
+    phase = load_phase(shipped_material("Cu"))
+    lc = uniaxial_tension_z(strain=0.001, increments=2)
+    steps = []
+    step = cp._step
+
+    def recorded(batch, targets, t, dt, num):
+        ok, its, why = step(batch, targets, t, dt, num)
+        steps.append((t, dt, its))
+        return ok, its, why
+
+    monkeypatch.setattr(cp, "_step", recorded)
+    lengths = {}
+    for limit in (100, 0):
+        monkeypatch.setattr(cp, "SUBSTEP_GROWTH_ITERATIONS", limit)
+        steps.clear()
+        (r,) = cp.solve_orientations(phase, np.zeros((2, 2, 2), int), _goss()[None], lc,
+                                     numerics=dataclasses.replace(TIGHT, N_ramp=3))
+        assert r.converged, r.reason
+        first = [dt for t, dt, _ in steps if t < 0.5 - 1e-12]
+        assert sum(first) == pytest.approx(0.5, rel=1e-12)
+        lengths[limit] = first
+    np.testing.assert_allclose(lengths[100], np.array([1, 2, 4]) * 0.5 / 7, rtol=1e-12)
+    np.testing.assert_allclose(lengths[0], np.full(7, 0.5 / 7), rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["Cu", "Mg"])

@@ -88,8 +88,10 @@ class Numerics:
     N_ramp : int
         Built-in solver only (``micropipe:`` key): where the first increment of a load step, taken
         elastically, would load some system beyond twice its resistance (``micropipe.spectral.cp.RAMP_OVERSTRESS``),
-        that increment is integrated in this many sub-steps whose lengths double (1 : 2 : 4 : ...) and the next
-        one in two (1 : 2), the output still at the increments' ends.  The first increment has no rate to
+        that increment is integrated in this many sub-steps whose lengths double (1 : 2 : 4 : ...; a sub-step
+        that took more than ``micropipe.spectral.cp.SUBSTEP_GROWTH_ITERATIONS`` global iterations is followed by
+        one of the same length, so there may be more) and the next one in two (1 : 2), the output still at the
+        increments' ends.  The first increment has no rate to
         extrapolate and then holds the elastic-plastic transition, where one backward-Euler step is slow to
         converge and least accurate (DAMASK's Cu yields within a tenth of seed 003's first increment).  1 takes
         DAMASK_grid's single steps (it cuts back only on failure).
