@@ -19,6 +19,8 @@ from micropipe.spectral.elastic import StiffnessField, homogenize
 from micropipe.spectral.tensors import voigt_from_mandel
 
 REFS = Path(__file__).resolve().parents[2] / "shared" / "refs" / "damask"
+FINE = Numerics(eps_rel_div=5e-5, eps_rel_P=1e-4)
+"""1/10 of DAMASK's default equilibrium tolerances: for comparisons finer than those tolerances."""
 TIGHT = Numerics(eps_abs_P=1e-3, eps_rel_P=1e-12, eps_rel_div=1e-9, eps_rel_state=1e-12, N_ramp=1)
 """Tight tolerances, and DAMASK's one step per increment (the independent integrator takes the same steps)."""
 
@@ -53,9 +55,10 @@ def test_cube_single_crystal_matches_damask_grid():
     np.testing.assert_allclose(r.time, ref["time_s"], rtol=1e-12)
     rel = np.abs(r.sigma[1:, 2, 2] - ref["sigma_zz_Pa"][1:]) / ref["sigma_zz_Pa"][1:]
     # DAMASK meets P_xx = P_yy = 0 only to its own tolerance (264 Pa at increment 1), which puts its increment 1
-    # 5.7e-5 off the exact step (tests/mp_reference gives the same); measured 5.7e-5, then <= 6e-7.
+    # 5.7e-5 off the exact step (tests/mp_reference gives the same); measured 5.7e-5, then <= 2.3e-5: both
+    # solvers stop within DAMASK's default eps_rel_P = 1e-3 of the lateral stresses, each at its own point.
     assert rel[0] < 1e-4, rel
-    assert rel[1:].max() < 2e-6, rel
+    assert rel[1:].max() < 5e-5, rel
     np.testing.assert_allclose(r.F[:, 0, 0], ref["F_xx"], rtol=1e-7)
     # Default ramp: measured 5.5e-3 at increment 1 (DAMASK's single step is the less accurate one), 2.2e-4 at
     # increment 2, then decreasing.
@@ -398,12 +401,14 @@ def test_quadratic_predictor_extrapolates_a_parabola_exactly():
 
 
 def test_quadratic_predictor_saves_iterations_not_accuracy(monkeypatch):
+    """How many depends on the tolerances (this case: 54 -> 51 at FINE, 45 and 45 at DAMASK's defaults, which
+    the predictor's residual rarely meets; 16³ Cu at the defaults 72 -> 71)."""
     ids, material = _polycrystal()
     lc = uniaxial_tension_z(strain=0.005, rate=1e-3, increments=10)
     monkeypatch.setattr(cp, "QUADRATIC_PREDICTOR", False)
-    (linear,) = cp.solve(ids, material, lc)
+    (linear,) = cp.solve(ids, material, lc, numerics=FINE)
     monkeypatch.setattr(cp, "QUADRATIC_PREDICTOR", True)
-    (quadratic,) = cp.solve(ids, material, lc)
+    (quadratic,) = cp.solve(ids, material, lc, numerics=FINE)
     assert linear.converged and quadratic.converged
     assert quadratic.iterations.sum() < linear.iterations.sum(), (quadratic.iterations, linear.iterations)
     np.testing.assert_allclose(quadratic.sigma[1:, 2, 2], linear.sigma[1:, 2, 2], rtol=1e-5)
@@ -429,7 +434,8 @@ def test_local_tolerance_is_honored():
 
 def test_loose_local_solves_far_from_equilibrium_save_work_not_accuracy(monkeypatch):
     """Global iterates far from equilibrium solve their material points to LOCAL_RTOL_FAR only: less local
-    work, the same converged curve (each converged increment is solved again to eps_rel_state)."""
+    work, the same converged curve (each converged increment is solved again to eps_rel_state), compared with
+    equilibrium tolerances far below the difference they could make."""
     ids, material = _polycrystal()
     evaluations = []
     residual = Phenopowerlaw._residual
@@ -443,7 +449,7 @@ def test_loose_local_solves_far_from_equilibrium_save_work_not_accuracy(monkeypa
     for far in (0.0, cp.LOCAL_RTOL_FAR):
         monkeypatch.setattr(cp, "LOCAL_RTOL_FAR", far)
         evaluations.append(0)
-        (runs[far],) = cp.solve(ids, material, _POLY_LC)
+        (runs[far],) = cp.solve(ids, material, _POLY_LC, numerics=FINE)
         assert runs[far].converged, runs[far].reason
     exact, inexact = runs[0.0], runs[cp.LOCAL_RTOL_FAR]
     per_iteration = [e / r.iterations.sum() for e, r in zip(evaluations, (exact, inexact), strict=True)]

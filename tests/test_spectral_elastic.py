@@ -111,6 +111,23 @@ def test_green_operator_inverts_the_reference_medium_on_compatible_fields(cells)
     assert torch.allclose(got, want, atol=1e-12)
 
 
+@pytest.mark.parametrize("cells, size, h", [((8, 8, 8), (2.0, 2.0, 2.0), 0.25), ((8, 8, 4), (1.0, 1.0, 1.0), 0.125)])
+def test_divergence_rms_is_damasks_measure(cells, size, h):
+    """DAMASK_grid's equilibrium measure for P_i3 = a_i sin(2 pi z / L_z): div P_i = a_i (2 pi / L_z) cos(...),
+    per voxel edge (times h, the middle edge) its RMS is |a| (2 pi h / L_z) / sqrt(2); Nyquist and the
+    average do not count."""
+    z = torch.arange(cells[2], dtype=torch.float64) * size[2] / cells[2]
+    a = torch.tensor([1.0, 2.0, -3.0], dtype=torch.float64)
+    P = torch.zeros(2, 3, 3, *cells, dtype=torch.float64)
+    P[0, :, 2] = a[:, None, None, None] * torch.sin(2 * math.pi * z / size[2])
+    P[1] = 7.0  # uniform: divergence-free
+    P[1, 0, 0] += torch.tensor([(-1.0) ** i for i in range(cells[0])], dtype=torch.float64)[:, None, None]  # Nyquist
+    d2 = grid.paired(grid.divergence_vectors(cells, size))
+    got = grid.divergence_rms(torch.view_as_real(grid.rfft(P)), d2, cells)
+    want = float(torch.linalg.vector_norm(a)) * 2 * math.pi * h / size[2] / math.sqrt(2)
+    torch.testing.assert_close(got, torch.tensor([want, 0.0], dtype=torch.float64), rtol=1e-12, atol=1e-12)
+
+
 def test_reference_medium_is_the_geometric_mean():
     C = tensors.isotropic_stiffness(E=np.array([1.0, 100.0]), nu=np.array([0.2, 0.35]))
     field = elastic.StiffnessField.from_phases(np.array([[[[0, 1]]]]), C)

@@ -232,6 +232,38 @@ def gradient_pairs(t: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
     return a[..., None, :, :, :, :] * n2
 
 
+def divergence_vectors(cells: Sequence[int], size: Sequence[float] | None = None, *,
+                       device: torch.device | str | None = None, dtype: torch.dtype = DTYPE) -> torch.Tensor:
+    """The wave vectors DAMASK_grid measures equilibrium with: ``2 pi xi_i h`` per voxel edge.
+
+    ``xi_i = k_i / L_i`` as in :func:`wave_vectors`, ``h`` the middle one of the three voxel edges
+    ``L_i / N_i`` (DAMASK's default ``divergence_correction: 2``, which makes the measure independent of the
+    grid's size and resolution), Nyquist components zero (its continuous first derivative).  Also zero where
+    :func:`directions` is (a Nyquist component meeting another non-zero one): the projections here leave those
+    frequencies out, so no iteration could reduce the divergence there.  Shape (3, X, Y, Z//2 + 1); see
+    :func:`divergence_rms`.
+    """
+    cells = tuple(int(c) for c in cells)
+    size = cells if size is None else tuple(float(s) for s in size)
+    h = sorted(L / n for L, n in zip(size, cells, strict=True))[1]
+    xi = wave_vectors(cells, size, device=device, dtype=dtype) * (2.0 * math.pi * h)
+    k = wave_vectors(cells, (1.0, 1.0, 1.0), device=device, dtype=dtype)
+    for i, n in enumerate(cells):
+        if n % 2 == 0:
+            xi[i] = torch.where(k[i] == -(n // 2), torch.zeros_like(xi[i]), xi[i])
+    resolved = (directions(cells, size, device=device, dtype=dtype) != 0).any(0)
+    return xi * resolved
+
+
+def divergence_rms(t: torch.Tensor, d2: torch.Tensor, cells: Sequence[int]) -> torch.Tensor:
+    """DAMASK_grid's equilibrium measure: the RMS over voxels of ``|div P|`` with the derivative of
+    :func:`divergence_vectors` (Pa for P in Pa), from the rfft of P on real views (..., 3, 3, X, Y, Z', 2) and
+    those vectors paired (:func:`paired`); shape (...)."""
+    a = (t[..., 0, :, :, :, :] * d2[0]).addcmul_(t[..., 1, :, :, :, :], d2[1]).addcmul_(t[..., 2, :, :, :, :], d2[2])
+    w = rfft_weights(cells, device=t.device, dtype=t.dtype)
+    N = math.prod(int(c) for c in cells)
+    return (a.square().sum((-5, -1)) * w).sum((-3, -2, -1)).sqrt() / N
+
 def normal_pairs(a: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
     """``n . a`` on real views: (..., 3, X, Y, Z', 2) -> (..., X, Y, Z', 2)."""
     a1, a2, a3 = a.unbind(-5)
