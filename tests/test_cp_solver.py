@@ -13,7 +13,7 @@ from micropipe.crystal import elastic, shipped_material
 from micropipe.crystal.loadcase import load_loadcase, uniaxial_tension_z
 from micropipe.crystal.material import load_material, load_phase, material_config, material_from_config
 from micropipe.crystal.numerics import Numerics
-from micropipe.spectral import cp
+from micropipe.spectral import cp, grid
 from micropipe.spectral.constitutive import NS, Phenopowerlaw
 from micropipe.spectral.elastic import StiffnessField, homogenize
 from micropipe.spectral.tensors import voigt_from_mandel
@@ -342,6 +342,22 @@ def polycrystal_run():
     (r,) = cp.solve(ids, material, _POLY_LC)
     assert r.converged, r.reason
     return ids, material, r
+
+
+def test_converged_increment_meets_damasks_equilibrium_tolerance(polycrystal_run):
+    """The last increment's stress field: RMS of div P per voxel edge (DAMASK_grid's measure) within
+    eps_rel_div max|P_avg| (DAMASK's default 5e-4), lateral stresses within eps_rel_P max|P_avg|."""
+    ids, material, _ = polycrystal_run
+    (r,) = cp.solve(ids, material, _POLY_LC, fields=True)
+    P = torch.as_tensor(r.fields["P"]).permute(3, 4, 0, 1, 2)[None]  # (1, 3, 3, X, Y, Z)
+    cells = ids.shape
+    err = float(grid.divergence_rms(torch.view_as_real(grid.rfft(P)), grid.paired(grid.divergence_vectors(cells)),
+                                    cells)[0])
+    num = Numerics()
+    scale = float(np.abs(r.P[-1]).max())
+    assert err <= num.eps_rel_div * scale, (err, scale)
+    assert err > 0.0
+    assert max(abs(r.P[-1, 0, 0]), abs(r.P[-1, 1, 1])) <= num.eps_rel_P * scale
 
 
 def test_polycrystal_between_sachs_and_taylor(polycrystal_run):
