@@ -228,21 +228,21 @@ class _Grid:
         for the full-field coupling, zero for Taylor."""
         if self.coupling == "taylor":
             return torch.zeros_like(X)
-        if X.dtype not in self._n2:
-            self._n2[X.dtype] = grid.paired(self.n, X.dtype)
-        X_hat = torch.view_as_real(grid.rfft(X))
-        return grid.irfft(torch.view_as_complex(grid.gradient_pairs(X_hat, self._n2[X.dtype])), self.cells)
+        return self._gradient_part(torch.view_as_real(grid.rfft(X)))
 
     def residual(self, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The Galerkin residual ``G P`` (b, 3, 3, X, Y, Z) and DAMASK_grid's equilibrium measure (b,), Pa: the
         RMS of div P per voxel edge (:func:`micropipe.spectral.grid.divergence_rms`); zero for Taylor."""
         if self.coupling == "taylor":
             return torch.zeros_like(P), P.new_zeros(P.shape[0])
-        if P.dtype not in self._n2:
-            self._n2[P.dtype] = grid.paired(self.n, P.dtype)
         P_hat = torch.view_as_real(grid.rfft(P))
-        div = grid.divergence_rms(P_hat, self._d2.to(P.dtype), self.cells)
-        return grid.irfft(torch.view_as_complex(grid.gradient_pairs(P_hat, self._n2[P.dtype])), self.cells), div
+        return self._gradient_part(P_hat), grid.divergence_rms(P_hat, self._d2.to(P.dtype), self.cells)
+
+    def _gradient_part(self, X_hat: torch.Tensor) -> torch.Tensor:
+        """``G X`` in real space from the rfft of X on real views (b, 3, 3, X, Y, Z', 2)."""
+        if X_hat.dtype not in self._n2:
+            self._n2[X_hat.dtype] = grid.paired(self.n, X_hat.dtype)
+        return grid.irfft(torch.view_as_complex(grid.gradient_pairs(X_hat, self._n2[X_hat.dtype])), self.cells)
 
     def project(self, X: torch.Tensor, mask_P: torch.Tensor) -> torch.Tensor:
         """``Pi X``: compatible fluctuation plus the average on the free (stress-prescribed) components."""
@@ -646,8 +646,9 @@ def _solve(phase_ids: np.ndarray, O: np.ndarray, phases: list[Phase], loadcase: 
 
 SUBSTEP_GROWTH_ITERATIONS = 5
 """A sub-step (of a ramp or a cutback) that took more global iterations than this is followed by one of the same
-length instead of one twice as long (32³ Cu: the ramp takes 36 global iterations instead of 44, its third
-sub-step alone 12; with unconditional doubling the last sub-step took 18)."""
+length instead of one twice as long (32³ Cu, measured with the tighter tolerances used before DAMASK's: the ramp took 36
+global iterations instead of 44, its third sub-step alone 12; with unconditional doubling the last sub-step
+took 18)."""
 DAMPING_START = 1e-3
 """First Levenberg-Marquardt damping of a rejected global step, relative to the mean tangent stiffness."""
 LOCAL_RTOL_FAR = 1e-5
