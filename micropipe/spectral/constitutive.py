@@ -755,9 +755,14 @@ class Phenopowerlaw:
         dt_ = dt[:, None, None]
         # P = F F_p^-1 S F_p^-T with F_p^-1 = A (I - dt L_p):
         # dP = dF (Fpi S Fpi^T) + F dFpi (S Fpi^T) + Fe dS Fpi^T + (Fe S) dFpi^T, dFpi = -dt (A kron I) dL_p.
+        # kron(X, I) @ Y for a 9 x 9 Y is X applied to Y's rows in 3 x 27 blocks, and H is common to two terms:
+        # K = kron(I, (Fpi S Fpi^T)^T) + H (dS_dF - dt C (G^T kron I) dLp_dF) - dt M (A kron I) dLp_dF.
         H = _kron(Fe, Fpi)
         M = _kron(F, (S @ T_).transpose(-1, -2)) + _kron(Fe @ S, eye)[:, :, _TRANSPOSE]
-        K = (_kron(eye, (Fpi @ S @ T_).transpose(-1, -2)) + H @ dS_dF
-             + (-dt_ * ((H @ self.C9) @ _kron(G.transpose(-1, -2), eye) + M @ _kron(A, eye))) @ dLp_dF)
+        dLp3 = dLp_dF.reshape(V, 3, 27)
+        GdLp = (G.transpose(-1, -2) @ dLp3).reshape(V, 9, 9)
+        AdLp = (A @ dLp3).reshape(V, 9, 9)
+        K = (_kron(eye, (Fpi @ S @ T_).transpose(-1, -2)) + H @ (dS_dF - dt_ * (self.C9 @ GdLp))
+             - dt_ * (M @ AdLp))
         return K.reshape(V, 3, 3, 3, 3), dy
 
