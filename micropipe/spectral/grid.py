@@ -113,12 +113,17 @@ def directions(cells: Sequence[int], size: Sequence[float] | None = None, *,
     cells = tuple(int(c) for c in cells)
     xi = wave_vectors(cells, size, device=device, dtype=dtype)
     k = wave_vectors(cells, (1.0, 1.0, 1.0), device=device, dtype=dtype)  # integers, to find Nyquist ones
-    nyquist = torch.stack([(k[i] == -(cells[i] // 2)) & (cells[i] % 2 == 0) & (cells[i] > 1) for i in range(3)])
+    nyquist = _nyquist(cells, k)
     nonzero = k != 0
     mixed = nyquist.any(0) & (nonzero.sum(0) > 1)
     norm = torch.linalg.vector_norm(xi, dim=0)
     n = xi / torch.where(norm > 0, norm, torch.ones_like(norm))
     return torch.where(mixed, torch.zeros_like(n), n)
+
+
+def _nyquist(cells: tuple[int, ...], k: torch.Tensor) -> torch.Tensor:
+    """Per axis, where the integer wave numbers ``k`` (3, X, Y, Z') are the Nyquist index of an even axis."""
+    return torch.stack([(k[i] == -(cells[i] // 2)) & (cells[i] % 2 == 0) & (cells[i] > 1) for i in range(3)])
 
 
 def _nn(n: torch.Tensor) -> torch.Tensor:
@@ -227,9 +232,7 @@ def traction_pairs(t: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
 
 def gradient_pairs(t: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
     """:func:`project_gradient` on real views: (..., 3, 3, X, Y, Z', 2) -> same shape, ``(t n)_i n_j``."""
-    n1, n2_, n3 = n2.unbind(0)
-    a = (t[..., 0, :, :, :, :] * n1).addcmul_(t[..., 1, :, :, :, :], n2_).addcmul_(t[..., 2, :, :, :, :], n3)
-    return a[..., None, :, :, :, :] * n2
+    return normal_pairs(t, n2)[..., None, :, :, :, :] * n2
 
 
 def divergence_vectors(cells: Sequence[int], size: Sequence[float] | None = None, *,
@@ -247,10 +250,7 @@ def divergence_vectors(cells: Sequence[int], size: Sequence[float] | None = None
     size = cells if size is None else tuple(float(s) for s in size)
     h = sorted(L / n for L, n in zip(size, cells, strict=True))[1]
     xi = wave_vectors(cells, size, device=device, dtype=dtype) * (2.0 * math.pi * h)
-    k = wave_vectors(cells, (1.0, 1.0, 1.0), device=device, dtype=dtype)
-    for i, n in enumerate(cells):
-        if n % 2 == 0:
-            xi[i] = torch.where(k[i] == -(n // 2), torch.zeros_like(xi[i]), xi[i])
+    xi = xi * ~_nyquist(cells, wave_vectors(cells, (1.0, 1.0, 1.0), device=device, dtype=dtype))
     resolved = (directions(cells, size, device=device, dtype=dtype) != 0).any(0)
     return xi * resolved
 
@@ -259,13 +259,14 @@ def divergence_rms(t: torch.Tensor, d2: torch.Tensor, cells: Sequence[int]) -> t
     """DAMASK_grid's equilibrium measure: the RMS over voxels of ``|div P|`` with the derivative of
     :func:`divergence_vectors` (Pa for P in Pa), from the rfft of P on real views (..., 3, 3, X, Y, Z', 2) and
     those vectors paired (:func:`paired`); shape (...)."""
-    a = (t[..., 0, :, :, :, :] * d2[0]).addcmul_(t[..., 1, :, :, :, :], d2[1]).addcmul_(t[..., 2, :, :, :, :], d2[2])
+    a = normal_pairs(t, d2)  # (t d)_i
     w = rfft_weights(cells, device=t.device, dtype=t.dtype)
     N = math.prod(int(c) for c in cells)
     return (a.square().sum((-5, -1)) * w).sum((-3, -2, -1)).sqrt() / N
 
 def normal_pairs(a: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
-    """``n . a`` on real views: (..., 3, X, Y, Z', 2) -> (..., X, Y, Z', 2)."""
+    """``n . a`` on real views: (..., 3, X, Y, Z', 2) -> (..., X, Y, Z', 2); for a tensor (..., 3, 3, X, Y, Z', 2)
+    the contraction of its last index, ``(a n)_i``."""
     a1, a2, a3 = a.unbind(-5)
     n1, n2_, n3 = n2.unbind(0)
     return (a1 * n1).addcmul_(a2, n2_).addcmul_(a3, n3)
