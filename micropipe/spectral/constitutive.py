@@ -47,7 +47,7 @@ import torch
 from micropipe.crystal import lattice
 from micropipe.crystal.material import Phase
 from micropipe.crystal.numerics import Numerics
-from micropipe.device import DTYPE
+from micropipe.device import DTYPE, batched_solve
 from micropipe.spectral.tensors import VOIGT_PAIRS
 
 CAP_FACTOR = 10.0
@@ -252,9 +252,9 @@ class Phenopowerlaw:
         self.mandel = t(_mandel_matrix())
         self.schmid6 = self.schmid9 @ self.mandel.T  # (N, 6): tau = s . schmid6 for the Mandel stress s
         self.C6_9 = self.mandel @ self.C9  # (6, 9): Mandel stress of a row-major strain
-        # d S / d L_p : P_a = -dt C_ijml (G^T P_a)_ml = -dt G_km W_(km),(a, ij) with G = B^T F_e (see _residual).
+        # d S / d L_p : P_a = -dt C_ijml (G^T P_a)_ml = -dt G_km W_(km),(ij, a) with G = B^T F_e (see _residual).
         self._eye6 = torch.eye(NS, dtype=dtype, device=device)
-        self.W_Q = torch.einsum("iml,akl->kmai", self.C6_9.reshape(NS, 3, 3), self.schmid).reshape(9, -1)
+        self.W_Q = torch.einsum("iml,akl->kmia", self.C6_9.reshape(NS, 3, 3), self.schmid).reshape(9, -1)
         self.xi_0 = t(np.concatenate([pl.per_system("xi_0_sl")] + ([pl.per_system("xi_0_tw")] if self.N_tw else [])))
         self.gdot_0 = t(np.concatenate([pl.per_system("dot_gamma_0_sl")]
                                        + ([pl.per_system("dot_gamma_0_tw")] if self.N_tw else [])))
@@ -428,25 +428,24 @@ class Phenopowerlaw:
         R_xi = xi - old.xi - dt[:, None] * xidot
         # dS/dL_p applied to every Schmid tensor, Q = dS/dL_p : P_a (V, 6, N) in Mandel rows, without the
         # (V, 9, 9) dS/dL_p: Q_ij,a = -dt C_ijml (G^T P_a)_ml with G = B^T F_e.
-        # One product with the constant W_(km),(a, ij) = C_ijml P_a,kl (see __init__).
+        # One product with the constant W_(km),(ij, a) = C_ijml P_a,kl (see __init__).
         G = B.transpose(-1, -2) @ Fe
-        Q = ((G.reshape(V, 9) @ self.W_Q).reshape(V, N, NS) * -dt[:, None, None]).transpose(-1, -2)
+        Q = (G.reshape(V, 9) @ self.W_Q).reshape(V, NS, N) * -dt[:, None, None]
         dgdot_dxi = -self.n * gdot / xi
         # Every block is written below (the M blocks cover J_xi,xi: slip-slip, and with twins all four), so no
         # zero fill of the whole (V, 6 + N, 6 + N), which on the CPU costs as much as two of the products.
         J = xi.new_empty(V, NS + N, NS + N)
         J[:, :NS, :NS] = self._eye6 - (Q * dgdot[:, None, :]) @ self.schmid6
         torch.mul(Q, -dgdot_dxi[:, None, :], out=J[:, :NS, NS:])
-        # J_xi,S = -dt M (dgdot/dS) and J_xi,xi = I - dt (diag(d_xi) + M diag(dgdot/dxi)), block by block.
-        dgdot_dS = dgdot[:, :, None] * self.schmid6  # (V, N, 6)
+        # J_xi,S = -dt M (dgdot/dS) and J_xi,xi = I - dt (diag(d_xi) + M diag(dgdot/dxi)), block by block.  A
+        # block's J_xi,S part, -dt r_a sum_b H_ab c_b gdot'_b schmid6_bk, is one product of the weights
+        # c_b gdot'_b (V, cols) with the constant H_ab schmid6_bk, (cols, rows x 6).
         J_xS, J_xx = J[:, NS:, :NS], J[:, NS:, NS:]
-        J_xS.zero_()
-        filled = set()
+        filled, filled_S = set(), set()
         for rows, cols, r, H, c in M:
-            X = dgdot_dS[:, cols] if c is None else c[:, :, None] * dgdot_dS[:, cols]
-            Y = torch.matmul(H, X)
-            J_xS[:, rows] -= dt[:, None, None] * (Y if r is None else r[:, :, None] * Y)
             row = (-dt[:, None] if r is None else -dt[:, None] * r)[:, :, None]
+            weight = dgdot[:, cols] if c is None else c * dgdot[:, cols]
+            Y = (weight @ (H.T[:, :, None] * self.schmid6[cols, None, :]).reshape(H.shape[1], -1)).reshape(V, -1, NS)
             col = (dgdot_dxi[:, cols] if c is None else c * dgdot_dxi[:, cols])[:, None, :]
             block, key = J_xx[:, rows, cols], (rows.start, cols.start)
             if key in filled:  # a second block on the same place (the rank-one ones) adds
@@ -455,6 +454,11 @@ class Phenopowerlaw:
                 torch.mul(row, H, out=block)
                 block.mul_(col)
                 filled.add(key)
+            if rows.start in filled_S:  # blocks of the same rows add in J_xi,S
+                J_xS[:, rows] += row * Y
+            else:
+                torch.mul(row, Y, out=J_xS[:, rows])
+                filled_S.add(rows.start)
         J_xx.diagonal(dim1=-2, dim2=-1).add_(1.0 - dt[:, None] * d_xi)
         return torch.cat([R_S, R_xi], -1), J, Lp, gamma
 
@@ -584,9 +588,8 @@ class Phenopowerlaw:
                 E = wg.new_zeros(g.numel(), wg.shape[1], NS)
                 E[:, :NS].diagonal(dim1=-2, dim2=-1).copy_(wg[:, :NS])
                 rhs = torch.cat([rhs, E], -1)
-            z, info = torch.linalg.solve_ex(loc.J[g].mul_(wg[:, :, None]).div_(wg[:, None, :]), rhs)  # W J W^-1
+            z, good = batched_solve(loc.J[g].mul_(wg[:, :, None]).div_(wg[:, None, :]), rhs)  # W J W^-1
             z = z / wg[:, :, None]
-            good = (info == 0) & torch.isfinite(z).all((-1, -2))
             direction[g] = torch.where(good[:, None], z[:, :, 0], 0.0)
             if T:
                 loc.T[g] = z[:, :, 1:]
@@ -745,7 +748,7 @@ class Phenopowerlaw:
             r = torch.nonzero(~loc.has_T).squeeze(-1)
             if h.numel():
                 dy[h] = loc.T[h] @ rhs[h]
-            dy[r] = torch.linalg.solve_ex(loc.J[r], torch.cat([rhs[r], rhs.new_zeros(r.numel(), N, 9)], 1))[0]
+            dy[r] = batched_solve(loc.J[r], torch.cat([rhs[r], rhs.new_zeros(r.numel(), N, 9)], 1))[0]
         # d gdot / dF through S and xi, then d L_p / d F = sum_a P_a (x) d gdot_a / dF.
         dgdot_dF = dgdot[:, :, None] * (self.schmid6 @ dy[:, :NS]) + (-self.n * gdot / xi)[:, :, None] * dy[:, NS:]
         dLp_dF = self.schmid9.T @ dgdot_dF
