@@ -5,7 +5,7 @@ Cu (DAMASK's phenopowerlaw example, micropipe/crystal/materials/Cu.yaml), random
 polycrystals, seed 003's load case (uniaxial tension along z, 1e-3/s, 20 increments to 1 %).
 
 ``python -m benchmarks cp_solver`` runs the 8³ and 16³ cases on CPU (and every case on CUDA when available);
-``--full`` adds 32³ / 50 grains on CPU, the issue's target size (about 5 minutes on 2 cores).
+``--full`` adds 32³ / 50 grains on CPU, the issue's target size (about a minute more on 2 cores).
 """
 
 import json

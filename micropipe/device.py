@@ -52,7 +52,7 @@ def pick_device(name: str | None = None) -> torch.device:
 
 BATCHED_SOLVE_MIN = 256
 """Batches of at least this many small systems are solved by numpy's LAPACK on the CPU (see batched_solve)."""
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (the process it belongs to, its size, the pool)
 _blas: ThreadpoolController | None = None
 
 
@@ -85,8 +85,8 @@ def batched_solve(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch
     parts = max(1, min(torch.get_num_threads(), A.shape[0] // BATCHED_SOLVE_MIN))
     if _blas is None:
         _blas = ThreadpoolController()
-    if parts > 1 and (_pool is None or _pool._max_workers < parts):
-        _pool = ThreadPoolExecutor(parts, thread_name_prefix="micropipe-solve")
+    if parts > 1 and (_pool is None or _pool[0] != os.getpid() or _pool[1] < parts):  # a new one after a fork
+        _pool = (os.getpid(), parts, ThreadPoolExecutor(parts, thread_name_prefix="micropipe-solve"))
     a, b = A.numpy(), B.numpy()
     X = torch.empty_like(B)
     x = X.numpy()
@@ -101,7 +101,7 @@ def batched_solve(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch
         return True
 
     with _blas.limit(limits=1, user_api="blas"):
-        done = list(_pool.map(part, range(parts))) if parts > 1 else [part(0)]
+        done = list(_pool[2].map(part, range(parts))) if parts > 1 else [part(0)]
     ok = torch.isfinite(X).all(-1).all(-1)
     for i, d in enumerate(done):
         if not d:

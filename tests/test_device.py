@@ -56,3 +56,32 @@ def test_keep_freed_memory_is_idempotent_and_can_be_turned_off():
     env = {**os.environ, "MICROPIPE_KEEP_FREED_MEMORY": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _solve_in_child(queue) -> None:
+    A = torch.eye(4, dtype=torch.float64).repeat(4 * device.BATCHED_SOLVE_MIN, 1, 1)
+    X, ok = device.batched_solve(A, torch.ones(A.shape[0], 4, 1, dtype=torch.float64))
+    queue.put(bool(ok.all()) and bool((X == 1.0).all()))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork start method")
+def test_batched_solve_works_in_a_forked_child():
+    """A forked worker (the parent's solver threads do not exist there) gets its own thread pool, not a hang."""
+    import multiprocessing
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        device.batched_solve(torch.eye(4, dtype=torch.float64).repeat(1024, 1, 1),
+                             torch.ones(1024, 4, 1, dtype=torch.float64))  # the parent's pool exists now
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_solve_in_child, args=(queue,))
+        child.start()
+        child.join(60)
+        if child.is_alive():
+            child.kill()
+            pytest.fail("batched_solve hung in a forked child")
+        assert queue.get(timeout=5)
+    finally:
+        torch.set_num_threads(threads)

@@ -24,7 +24,9 @@ converges on looser solutions is evaluated once more to ``eps_rel_state`` (the c
 32³ about 11 % fewer local Jacobians per global iteration).  Free average components are unknowns of the same
 Newton iteration, so the mixed boundary condition converges with equilibrium.  Steps that increase the residual, or
 that a material point cannot follow, are recomputed with Levenberg-Marquardt damping (see :func:`_step`):
-at the first yield the undamped step overshoots along the directions of easy slip.
+at the first yield the undamped step overshoots along the directions of easy slip.  Near equilibrium, where the
+corrections shrink only linearly (a few voxels overshooting their solution with every step), the next iterate
+is the Anderson mix of the last two Newton steps (:func:`_anderson`).
 
 Convergence of an increment (per volume element), as DAMASK_grid tests it and with its default tolerances: the
 RMS over voxels of ``div P`` (derivative per voxel edge, :func:`micropipe.spectral.grid.divergence_rms`; Pa) is
