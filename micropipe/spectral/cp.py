@@ -822,8 +822,8 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
         guesses = states
         # Inexact Newton: far from equilibrium, the material points need not be solved much more accurately than
         # the equilibrium itself is met; their tolerance follows the residual down to eps_rel_state.
-        far = float((merit.sqrt() / tol_a).min()) / FAR
-        local_tol = tight * min(max(far, 1.0), max(LOCAL_RTOL_FAR / tight, 1.0))
+        distance = merit.sqrt() / tol_a  # residual in units of its tolerance, per VE
+        local_tol = tight * min(max(float(distance.min()) / FAR, 1.0), max(LOCAL_RTOL_FAR / tight, 1.0))
         rhs = -(r_div + bc[..., None, None, None] * torch.ones_like(P))
         rhs = torch.where(ok[:, None, None, None, None, None], torch.zeros_like(rhs), rhs)
         stiffness = K.diagonal(dim1=-2, dim2=-1).mean(-1).reshape(b, -1).mean(-1)
@@ -843,8 +843,7 @@ def _step(batch: _Batch, targets: _Targets, t: float, dt: float, num: Numerics
         dF = dF.to(DTYPE)
         # Anderson mixing near equilibrium only: far from it, where the damping works, it can lead the iteration
         # astray (a homogeneous single crystal at first yield, in one step: 42 iterations and a cutback, not 20).
-        near = merit.sqrt() < FAR * tol_a
-        F = accepted[0] + dF if newton is None else _anderson(*newton, accepted[0], dF, near)
+        F = accepted[0] + dF if newton is None else _anderson(*newton, accepted[0], dF, distance < FAR)
         newton = None if bool((mu > 0).any()) else (accepted[0], dF)
     else:
         if not bool(ok.all()):

@@ -264,6 +264,7 @@ def divergence_rms(t: torch.Tensor, d2: torch.Tensor, cells: Sequence[int]) -> t
     N = math.prod(int(c) for c in cells)
     return (a.square().sum((-5, -1)) * w).sum((-3, -2, -1)).sqrt() / N
 
+
 def normal_pairs(a: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
     """``n . a`` on real views: (..., 3, X, Y, Z', 2) -> (..., X, Y, Z', 2); for a tensor (..., 3, 3, X, Y, Z', 2)
     the contraction of its last index, ``(a n)_i``."""
