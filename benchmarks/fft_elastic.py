@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from micropipe.spectral import elastic, tensors
+from micropipe.crystal import tensors
+from micropipe.spectral import elastic
 from micropipe.ve.twophase import overlapping_spheres
 
 TOL = 1e-6

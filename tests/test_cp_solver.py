@@ -16,7 +16,7 @@ from micropipe.crystal.numerics import Numerics
 from micropipe.spectral import cp, grid
 from micropipe.spectral.constitutive import NS, Phenopowerlaw
 from micropipe.spectral.elastic import StiffnessField, homogenize
-from micropipe.spectral.tensors import voigt_from_mandel
+from micropipe.crystal.tensors import voigt_from_mandel
 
 REFS = Path(__file__).resolve().parents[2] / "shared" / "refs" / "damask"
 FINE = Numerics(eps_rel_div=5e-5, eps_rel_P=1e-4)

@@ -11,7 +11,8 @@ import torch
 
 from micropipe import cli
 from micropipe.device import pick_device
-from micropipe.spectral import elastic, grid, tensors
+from micropipe.crystal import tensors
+from micropipe.spectral import elastic, grid
 from micropipe.ve.twophase import overlapping_spheres
 
 ISO = tensors.isotropic_stiffness(E=[1.0, 10.0], nu=[0.3, 0.2])

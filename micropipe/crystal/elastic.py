@@ -1,6 +1,6 @@
 """Lattice stiffness of cubic and hexagonal crystals from DAMASK Hooke constants, and its rotation to the sample frame.
 
-Notation follows :mod:`micropipe.spectral.tensors` (component order 11, 22, 33, 23, 13, 12): *Voigt* is the
+Notation follows :mod:`micropipe.crystal.tensors` (component order 11, 22, 33, 23, 13, 12): *Voigt* is the
 matrix of tensor components ``C_ijkl`` (DAMASK's ``C_ij`` as written in material.yaml), *Mandel* scales the
 shear rows and columns by sqrt(2).  Values in Pa.
 """
@@ -13,8 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from micropipe.crystal.lattice import crystal_to_sample
-from micropipe.spectral import tensors
-from micropipe.ve.volume import LATTICES
+from micropipe.crystal import check_lattice, tensors
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,7 @@ def stiffness(lattice: str, C_11: Any, C_12: Any, C_44: Any, C_13: Any = None, C
     C : numpy.ndarray, shape (..., 6, 6)
         Stiffness in Pa.
     """
-    if lattice not in LATTICES:
-        raise ValueError(f"lattice: unknown lattice {lattice!r}, expected one of {', '.join(LATTICES)}")
+    check_lattice(lattice)
     if lattice == "hP":
         if C_13 is None or C_33 is None:
             raise ValueError("stiffness: lattice 'hP' needs C_11, C_12, C_13, C_33 and C_44")

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import damask
 import numpy as np
 
-from micropipe.ve.volume import LATTICES
+from micropipe.crystal import check_lattice
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ def crystal(lattice: str, c_a: float | None = None) -> damask.Crystal:
     -------
     crystal : damask.Crystal
     """
-    if lattice not in LATTICES:
-        raise ValueError(f"lattice: unknown lattice {lattice!r}, expected one of {', '.join(LATTICES)}")
+    check_lattice(lattice)
     if lattice == "hP":
         if c_a is None:
             raise ValueError("c/a: required for lattice 'hP'")

@@ -22,9 +22,8 @@ from typing import Any
 import damask
 import numpy as np
 
-from micropipe.crystal import elastic, lattice
+from micropipe.crystal import check_lattice, elastic, lattice
 from micropipe.store import atomic_path
-from micropipe.ve.volume import LATTICES
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +218,7 @@ def parse_phase(name: str, config: Mapping[str, Any], source: str = "material.ya
     if not isinstance(config, Mapping):
         raise ValueError(f"{where}: expected a mapping, got {config!r}")
     lat = _require(config, "lattice", where)
-    if lat not in LATTICES:
-        raise ValueError(f"{where}: unknown lattice {lat!r}, expected one of {', '.join(LATTICES)}")
+    check_lattice(lat, where)
     c_a = config.get("c/a")
     if lat == "hP":
         c_a = _number(_require(config, "c/a", where), "c/a", where)

@@ -9,7 +9,7 @@ Green operator of an isotropic reference medium (:func:`reference_medium`); iter
 ``sqrt(contrast)`` instead of the basic scheme's ``contrast``, and contrasts of 1e4 converge.  The six
 unit strains and the volumes are one batch: every (volume, load case) pair has its own CG coefficients.
 
-Conventions: Mandel notation throughout (see :mod:`micropipe.spectral.tensors`); ``Homogenization.C`` is
+Conventions: Mandel notation throughout (see :mod:`micropipe.crystal.tensors`); ``Homogenization.C`` is
 Mandel, ``Homogenization.C_voigt()`` the Voigt matrix of tensor components.  Stiffness in any stress unit
 (the result is in the same unit).  Discretization: trigonometric collocation with the Nyquist handling of
 :mod:`micropipe.spectral.grid` (laminates exact).
@@ -43,7 +43,7 @@ import torch
 
 from micropipe.device import DTYPE, pick_device
 from micropipe.spectral import grid
-from micropipe.spectral.tensors import bulk_shear, isotropic_part, isotropic_stiffness, voigt_from_mandel
+from micropipe.crystal.tensors import bulk_shear, isotropic_part, isotropic_stiffness, voigt_from_mandel
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class StiffnessField:
         phases : array_like of int, shape (B, X, Y, Z) or (X, Y, Z)
             Phase index per voxel, 0 <= phase < P.
         C_phases : array_like, shape (P, 6, 6)
-            Mandel stiffness of each phase (:func:`~micropipe.spectral.tensors.isotropic_stiffness`, ...).
+            Mandel stiffness of each phase (:func:`~micropipe.crystal.tensors.isotropic_stiffness`, ...).
             If every phase is isotropic the cheap isotropic representation is used.
         """
         device = pick_device(device) if not isinstance(device, torch.device) else device
@@ -180,7 +180,7 @@ def reference_medium(stiffness: StiffnessField) -> tuple[float, float]:
     """Isotropic reference medium ``(lam0, mu0)`` of the preconditioner of :func:`solve`.
 
     Bulk and shear moduli are the geometric means of their smallest and largest values over all voxels (of
-    the isotropic part, :func:`~micropipe.spectral.tensors.isotropic_part`, for anisotropic voxels).  For
+    the isotropic part, :func:`~micropipe.crystal.tensors.isotropic_part`, for anisotropic voxels).  For
     isotropic phases the preconditioned operator's eigenvalues then lie in ``[1/sqrt(k), sqrt(k)]`` with
     ``k = max(K_max / K_min, G_max / G_min)``: its condition number is the phase contrast ``k`` itself, where the
     unpreconditioned projection ``P C P`` also carries each phase's ratio ``3K / 2G`` (3.25 at nu = 0.3).

@@ -419,7 +419,7 @@ def save_surrogate(path: str | Path, result: FitResult | tuple[Surrogate, MinMax
     not resumed.
     """
     from micropipe.train.checkpoint import save_checkpoint
-    from micropipe.ve.volume import LATTICES
+    from micropipe.crystal import LATTICES
 
     if isinstance(result, FitResult):
         model, scaler, fitted = result.model, result.scaler, result

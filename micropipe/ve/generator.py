@@ -45,7 +45,8 @@ import numpy as np
 from scipy import special
 
 from micropipe.ve import texture as tex
-from micropipe.ve.volume import LATTICES, VolumeElement
+from micropipe.crystal import LATTICES
+from micropipe.ve.volume import VolumeElement
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ import numpy as np
 import micropipe
 from micropipe import provenance as _provenance
 from micropipe.store import atomic_path
-from micropipe.ve.volume import EULER_NORM, LATTICES, VolumeElement, check_euler_range, validate
+from micropipe.crystal import LATTICES, check_lattice
+from micropipe.ve.volume import EULER_NORM, VolumeElement, check_euler_range, validate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -622,8 +623,8 @@ def load_dream3d(path: PathLike, *, base_group: str | None = None, feature_ids: 
     ve : VolumeElement
         ``grain_ids`` (X, Y, Z), ``euler`` (G, 3) float64 radians, spacing from ``SPACING``.
     """
-    if lattice is not None and lattice not in LATTICES:
-        raise ValueError(f"unknown lattice {lattice!r}, expected one of {', '.join(LATTICES)}")
+    if lattice is not None:
+        check_lattice(lattice, str(path))
     path, f = _d3d_open(path)
     with f:
         base = _d3d_base_group(f, path, base_group)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import damask
 import numpy as np
 
-from micropipe.ve.volume import LATTICES
+from micropipe.crystal import check_lattice
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,7 @@ SAMPLINGS = ("spherical", "euler")
 
 
 def _check_lattice(lattice: str) -> str:
-    if lattice not in LATTICES:
-        raise ValueError(f"lattice: unknown lattice {lattice!r}, expected one of {', '.join(LATTICES)}")
+    check_lattice(lattice)
     return lattice
 
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-LATTICES = ("cF", "cI", "hP")
-"""Bravais lattices micropipe knows: face-centred cubic, body-centred cubic, hexagonal."""
+from micropipe.crystal import check_lattice
 
 EULER_NORM = np.array([2.0 * np.pi, np.pi, 2.0 * np.pi])
 """Divisors that map Bunge Euler angles (phi1, Phi, phi2) to [0, 1] (seed 003 §2.1)."""
@@ -30,7 +29,7 @@ class VolumeElement:
     spacing : numpy.ndarray of float64, shape (3,)
         Voxel edge lengths in length units (seed 003: 0.25 units per voxel).
     lattice : str
-        Bravais lattice of phase 0, one of :data:`LATTICES`.
+        Bravais lattice of phase 0, one of :data:`micropipe.crystal.LATTICES`.
     phase_ids : numpy.ndarray of uint8, shape (X, Y, Z), optional
         Phase of every voxel for two-phase volumes; None for single-phase ones.
     attrs : dict
@@ -93,8 +92,7 @@ def validate(ve: VolumeElement, source: str = "volume element") -> None:
     s = np.asarray(ve.spacing, dtype=float)
     if s.shape != (3,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
         raise ValueError(f"{source}: spacing must be 3 positive numbers, got {ve.spacing!r}")
-    if ve.lattice not in LATTICES:
-        raise ValueError(f"{source}: unknown lattice {ve.lattice!r}, expected one of {', '.join(LATTICES)}")
+    check_lattice(ve.lattice, source)
     if ve.phase_ids is not None and np.asarray(ve.phase_ids).shape != g.shape:
         raise ValueError(f"{source}: phase_ids must have the shape of grain_ids {g.shape}, "
                          f"got {np.asarray(ve.phase_ids).shape}")
