@@ -2,7 +2,6 @@
 same seeds (the cost of hitting the grain-size targets), measured side by side in one run, plus shard
 write/read throughput and the projected cost of the paper preset."""
 
-import json
 import logging
 import os
 import platform
@@ -13,6 +12,7 @@ from pathlib import Path
 import damask
 import numpy as np
 
+from benchmarks import save_results
 from micropipe.ve import io
 from micropipe.ve.generator import GeneratorConfig, generate, ve_seed
 
@@ -65,9 +65,7 @@ def main() -> None:
               f"{r['read_ve_per_s']:9.1f}")
     print(f"\npaper preset (100,000 VEs of 64^3): {paper * 1e5 / 3600:.1f} process-hours of generation "
           f"at {paper:.2f} s per VE")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bench_ve.json").write_text(json.dumps({"machine": platform.platform(), "rows": rows}, indent=1))
+    save_results("bench_ve", {"rows": rows})
 
 
 if __name__ == "__main__":

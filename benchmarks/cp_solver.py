@@ -21,6 +21,7 @@ import damask
 import numpy as np
 import torch
 
+from benchmarks import save_results
 from micropipe.backends import damask_grid
 from micropipe.crystal import shipped_material
 from micropipe.crystal.loadcase import uniaxial_tension_z
@@ -124,9 +125,7 @@ def main() -> None:
                   f"ratio {c['ratio']:.2f}, max sigma_zz difference {c['sigma_zz_rel_diff']:.2%}")
     else:
         print("DAMASK_grid not on PATH: no side-by-side ratio")
-    out = Path(__file__).parent / "results" / "cp_solver.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "damask": comparison}, indent=1))
+    save_results("cp_solver", {"rows": rows, "damask": comparison})
 
 
 if __name__ == "__main__":

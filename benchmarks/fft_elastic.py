@@ -9,11 +9,11 @@ import logging
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import save_results
 from micropipe.crystal import tensors
 from micropipe.spectral import elastic
 from micropipe.ve.twophase import overlapping_spheres
@@ -132,9 +132,7 @@ def main() -> None:
         print(f"{r['cells']:>4d}³ {r['contrast']:>8g} {r['cg_s']:7.2f} {r['cg_iterations']:6d} {r['cg_double_s']:7.2f} "
               f"{r['cg_double_iterations']:7d} {r['ms_s']:8.1f} {lower}{r['ms_iterations']:5d} "
               f"{lower}{r['ratio']:6.1f} {lower}{r['ratio_double']:6.1f} {r['C_rel_diff']:10.1e}")
-    out = Path(__file__).parent / "results" / "fft_elastic.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1))
+    save_results("fft_elastic", rows)
 
 
 if __name__ == "__main__":

@@ -10,17 +10,16 @@ memory for the 64^3 paper-width model with Adam's state); ``--full`` adds ResNet
 more timed steps and runs ~15 minutes.
 """
 
-import json
 import logging
 import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import device_cases, save_results
 from micropipe.models.vae3d import VAE3D, VAEConfig
 from micropipe.train.vae import train_step
 
@@ -91,8 +90,7 @@ def _rate(depth: int, size: int, width: str, batch: int, warmup: int, timed: int
 
 def _surrogate_inference(device: str) -> dict:
     """Seconds per VE of the seed's surrogate (256 -> 512 -> 21) from fingerprints: a batch of 4096, and one VE."""
-    from micropipe.models.surrogate import Surrogate, SurrogateConfig
-    from micropipe.train.surrogate import MinMaxScaler, predict
+    from micropipe.models.surrogate import MinMaxScaler, Surrogate, SurrogateConfig, predict
 
     model = Surrogate(SurrogateConfig(in_dim=256)).to(device).eval()
     scaler = MinMaxScaler(0.0, 2e8)
@@ -112,10 +110,7 @@ def _surrogate_inference(device: str) -> dict:
 def main(full: bool | None = None) -> None:
     full = "--full" in sys.argv[1:] if full is None else full
     logging.getLogger("micropipe").setLevel(logging.WARNING)
-    runs = [("cpu", c) for c in CASES["cpu_full" if full else "cpu"]]
-    if torch.cuda.is_available():
-        runs += [("cuda", c) for c in CASES["cuda"]]
-    rows = [_rate(*case, device=device) for device, case in runs]
+    rows = [_rate(*case, device=device) for device, case in device_cases(CASES, full)]
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"
     print(f"\n3D ResNet VAE training (forward + backward + Adam) on {platform.machine()}, {os.cpu_count()} cores "
           f"({torch.get_num_threads()} torch threads){gpu}; torch {torch.__version__}")
@@ -135,12 +130,8 @@ def main(full: bool | None = None) -> None:
           "seed: O(1e-4) s on an Apple M3 Max")
     for r in inference:
         print(f"  {r['device']:5s} batch of 4096: {r['batch_4096']:.2e} s/VE   one VE: {r['single']:.2e} s")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "vae3d.json").write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__,
-                                                "paper_ve_per_s_per_a100": PAPER_VE_PER_S,
-                                                "goal_ve_per_s_h100": GOAL_VE_PER_S, "rows": rows,
-                                                "surrogate_inference": inference}, indent=1))
+    save_results("vae3d", {"torch": torch.__version__, "paper_ve_per_s_per_a100": PAPER_VE_PER_S,
+                           "goal_ve_per_s_h100": GOAL_VE_PER_S, "rows": rows, "surrogate_inference": inference})
 
 
 if __name__ == "__main__":

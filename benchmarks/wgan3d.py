@@ -5,18 +5,17 @@ paper widths and the small preset, on the CPU and, when present, on CUDA with mi
 ``python -m benchmarks.wgan3d [--full]``: the default keeps to ~2 minutes on two CPU cores; ``--full`` adds
 the constant-critic and 64^3 cases on the CPU and runs longer."""
 
-import json
 import logging
 import os
 import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import device_cases, save_results
 from micropipe.models.wgan3d import PRESETS
 from micropipe.train.wgan import TrainConfig, train
 
@@ -53,10 +52,7 @@ def _rate(preset: str, device: str, warmup: int, timed: int) -> dict:
 def main(full: bool | None = None) -> None:
     full = "--full" in sys.argv[1:] if full is None else full
     logging.getLogger("micropipe").setLevel(logging.WARNING)
-    runs = [("cpu", c) for c in CASES["cpu_full" if full else "cpu"]]
-    if torch.cuda.is_available():
-        runs += [("cuda", c) for c in CASES["cuda"]]
-    rows = [_rate(preset, device, warmup, timed) for device, (preset, warmup, timed) in runs]
+    rows = [_rate(preset, device, warmup, timed) for device, (preset, warmup, timed) in device_cases(CASES, full)]
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"
     print(f"\n3D WGAN-GP training on {platform.machine()}, {os.cpu_count()} cores "
           f"({torch.get_num_threads()} torch threads){gpu}; torch {torch.__version__}; batch 8, 1 critic step")
@@ -69,10 +65,7 @@ def main(full: bool | None = None) -> None:
               f"{hours:7.1f}h")
     print(f"paper: 1e5 iterations of spheres32 in ~1 h on an RTX 3090 = {PAPER_IT_PER_S:.1f} it/s "
           f"(constant critic ~3 h); 'vs paper' is it/s divided by that")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "wgan3d.json").write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__,
-                                                 "paper_it_per_s": PAPER_IT_PER_S, "rows": rows}, indent=1))
+    save_results("wgan3d", {"torch": torch.__version__, "paper_it_per_s": PAPER_IT_PER_S, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ def analyze_vae(vae: Input[Model], fingerprints: Input[Dataset], dataset_uri: st
     import json
     import logging
 
-    from micropipe import cp_surrogate
+    from micropipe.datasets.fingerprints import read_fingerprints
+    from micropipe.studies.cp_surrogate.analysis import analyze
 
     logging.basicConfig(level=logging.INFO)
-    df, _ = cp_surrogate.read_fingerprints(fingerprints.path)
-    out = cp_surrogate.analyze(vae.path, df, dataset_uri, n_reconstruct=n_reconstruct, seed=seed,
+    df, _ = read_fingerprints(fingerprints.path)
+    out = analyze(vae.path, df, dataset_uri, n_reconstruct=n_reconstruct, seed=seed,
                                device=device or None)
     with open(analysis.path, "w") as f:
         json.dump(out, f)

@@ -10,12 +10,12 @@ def cp_report(results: Input[Dataset], report: Output[HTML], summary: Output[Mar
     import json
     import logging
 
-    from micropipe.cp_runs import build_report, read_results
+    from micropipe.datasets.cp_results import read_results
+    from micropipe.studies.cp_dataset.report import build_report
 
     logging.basicConfig(level=logging.INFO)
     built = build_report(read_results(results.path), source=results.metadata.get("uri", ""))
     built.report.save(report.path, summary.path)
     with open(statistics.path, "w") as f:
         json.dump(built.summary, f, indent=1)
-    for name, value in built.metrics.items():
-        metrics.log_metric(name, value)
+    built.log_metrics(metrics)

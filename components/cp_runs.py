@@ -15,7 +15,7 @@ def cp_runs(dataset_uri: str, shard_index: int, material: str, loadcase: dict, n
     """
     import logging
 
-    from micropipe.cp_runs import write_shard
+    from micropipe.studies.cp_dataset.runs import write_shard
 
     logging.basicConfig(level=logging.INFO)
     return write_shard(dataset_uri, shard_index, material=material, loadcase=loadcase, numerics=numerics,

@@ -12,15 +12,15 @@ def fit_surrogate(fingerprints: Input[Dataset], results: Input[Dataset], vae: In
     import json
     import logging
 
-    from micropipe import cp_surrogate
-    from micropipe.cp_runs import read_results
+    from micropipe.datasets.cp_results import read_results
+    from micropipe.datasets.fingerprints import read_fingerprints
+    from micropipe.studies.cp_surrogate.surrogate import fit_and_save
 
     logging.basicConfig(level=logging.INFO)
-    df, meta = cp_surrogate.read_fingerprints(fingerprints.path)
-    fitted = cp_surrogate.fit_and_save(df, read_results(results.path), vae_path=vae.path, model=model, train=train,
-                                       train_fraction=train_fraction, seed=seed, device=device or None,
-                                       surrogate_path=surrogate.path, predictor_path=predictor.path,
-                                       lattice=meta["lattice"])
+    df, meta = read_fingerprints(fingerprints.path)
+    fitted = fit_and_save(df, read_results(results.path), vae_path=vae.path, model=model, train=train,
+                          train_fraction=train_fraction, seed=seed, device=device or None,
+                          surrogate_path=surrogate.path, predictor_path=predictor.path, lattice=meta["lattice"])
     with open(evaluation.path, "w") as f:
         json.dump(fitted, f)
     test = fitted["evaluation"]["test"]

@@ -12,7 +12,7 @@ def gather_cp_results(dataset_uri: str, results: Output[Dataset]):
     import logging
 
     from micropipe import store
-    from micropipe.cp_runs import GATHERED, gather
+    from micropipe.datasets.cp_results import GATHERED, gather
 
     logging.basicConfig(level=logging.INFO)
     df = gather(dataset_uri)

@@ -13,7 +13,7 @@ def gather_ve_dataset(dataset_uri: str, n_ve: int, shard_size: int, seed: int, g
     import json
     import logging
 
-    from micropipe.ve.dataset import gather
+    from micropipe.datasets.ve import gather
 
     logging.basicConfig(level=logging.INFO)
     manifest = gather(dataset_uri, n_ve=n_ve, shard_size=shard_size, generator=generator, seed=seed,

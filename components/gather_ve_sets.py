@@ -13,7 +13,7 @@ def gather_ve_sets(dataset_uri: str, sets: dict, generator: dict, seed: int, bac
     import logging
     from collections import namedtuple
 
-    from micropipe.ve.sets import SetsConfig, gather
+    from micropipe.datasets.ve_sets import SetsConfig, gather
 
     logging.basicConfig(level=logging.INFO)
     written = gather(dataset_uri, SetsConfig.from_dict(sets, generator, seed), backend=backend)

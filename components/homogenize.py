@@ -42,9 +42,7 @@ def homogenize(volume: Input[Dataset], E: list, nu: list, stiffness: Output[Data
                                params={"E": E, "nu": nu, "tol": tol, "precision": precision,
                                        "threshold": threshold, "device": str(dev)})
     with open(stiffness.path, "w") as f:
-        json.dump({"C_voigt": result.C_voigt()[0].tolist(), "C_mandel": result.C[0].tolist(),
-                   "iterations": result.iterations[0].tolist(), "residual": result.residual[0].tolist(),
-                   "tol": tol, "cells": list(phases.shape), "provenance": record}, f, indent=1)
+        json.dump({**result.to_record(0), "cells": list(phases.shape), "provenance": record}, f, indent=1)
     iterations, residual = int(result.iterations.max()), float(result.residual.max())
     metrics.log_metric("cg_iterations", iterations)
     metrics.log_metric("residual", residual)

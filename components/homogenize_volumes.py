@@ -6,21 +6,20 @@ from components import torch_component
 @torch_component
 def homogenize_volumes(volumes: Input[Dataset], n_max: int, E: list, nu: list, tol: float,
                        stiffness: Output[Dataset]):
-    """Effective stiffness (Voigt, Mandel) of the first ``n_max`` volumes of a stack, batched FFT solves."""
-    import io
+    """Effective stiffness (Voigt, Mandel) of the first ``n_max`` volumes of a stack, batched FFT solves; JSON,
+    the record of micropipe.spectral.elastic.Homogenization.to_record."""
+    import json
     import logging
-    from pathlib import Path
 
-    import numpy as np
-
-    from micropipe import gan_homogenization as gh
+    from micropipe import provenance
+    from micropipe.datasets.volumes import load_volumes
     from micropipe.spectral.elastic import homogenize_stack
 
     logging.basicConfig(level=logging.INFO)
-    stack, _ = gh.load_volumes(volumes.path)
+    stack, _ = load_volumes(volumes.path)
     result = homogenize_stack(stack[:n_max], [float(e) for e in E], [float(v) for v in nu], tol=tol)
-    buf = io.BytesIO()
-    np.savez(buf, C_voigt=result.C_voigt(), C_mandel=result.C, iterations=result.iterations,
-             residual=result.residual)
-    Path(stiffness.path).write_bytes(buf.getvalue())
+    record = provenance.record(seed=None, step="homogenize_volumes", params={"E": E, "nu": nu, "tol": tol,
+                                                                             "n_max": n_max})
+    with open(stiffness.path, "w") as f:
+        json.dump({**result.to_record(), "cells": list(stack.shape[1:]), "provenance": record}, f)
     stiffness.metadata.update({"n": len(result.C), "max_iterations": int(result.iterations.max()), "tol": tol})

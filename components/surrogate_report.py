@@ -12,8 +12,8 @@ def surrogate_report(index: Input[Dataset], loss_log: Input[Dataset], analysis: 
     import json
     import logging
 
-    from micropipe.cp_runs import read_results
-    from micropipe.cp_surrogate_report import build_report
+    from micropipe.datasets.cp_results import read_results
+    from micropipe.studies.cp_surrogate.report import build_report
 
     logging.basicConfig(level=logging.INFO)
     docs = {}
@@ -23,5 +23,4 @@ def surrogate_report(index: Input[Dataset], loss_log: Input[Dataset], analysis: 
     built = build_report(index=docs["index"], loss_log_path=loss_log.path, analysis=docs["analysis"],
                          results=read_results(results.path), evaluation=docs["evaluation"], preset=preset)
     built.report.save(report.path, summary.path)
-    for name, value in built.metrics.items():
-        metrics.log_metric(name, value)
+    built.log_metrics(metrics)

@@ -11,10 +11,10 @@ def train_vae(dataset_uri: str, model: dict, train: dict, device: str, vae: Outp
     import logging
     import shutil
 
-    from micropipe import cp_surrogate
+    from micropipe.studies.cp_surrogate.vae import train_vae as train_the_vae
 
     logging.basicConfig(level=logging.INFO)
-    result = cp_surrogate.train_vae(dataset_uri, model=model, train=train, device=device or None)
+    result = train_the_vae(dataset_uri, model=model, train=train, device=device or None)
     shutil.copyfile(result.best_path, vae.path)
     shutil.copyfile(result.loss_log_path, loss_log.path)
     vae.metadata.update({"epoch": result.epoch, "best_epoch": result.best_epoch, "best_val": result.best_val,

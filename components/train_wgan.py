@@ -11,13 +11,14 @@ def train_wgan(volumes: Input[Dataset], model: str, model_overrides: dict, train
     import logging
     import shutil
 
-    from micropipe import gan_homogenization as gh
+    from micropipe.datasets.volumes import load_volumes
+    from micropipe.studies.gan_homogenization.steps import train
     from micropipe.train.wgan import LOG_FIELDS
 
     logging.basicConfig(level=logging.INFO)
-    stack, _ = gh.load_volumes(volumes.path)
-    result = gh.train(stack, model=model, model_overrides=model_overrides, train_config=train_config,
-                      checkpoint_uri=checkpoint_uri)
+    stack, _ = load_volumes(volumes.path)
+    result = train(stack, model=model, model_overrides=model_overrides, train_config=train_config,
+                   checkpoint_uri=checkpoint_uri)
     shutil.copyfile(result.checkpoint, generator.path)
     with open(loss_log.path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)

@@ -9,10 +9,11 @@ def twophase_volumes(source: str, n: int, size: int, seed: int, radius: float, v
     """Seed 001 training volumes: periodic spheres, or LHS sub-volumes of a large volume (``threshold`` < 0: none)."""
     import logging
 
-    from micropipe import gan_homogenization as gh
+    from micropipe.datasets.volumes import save_volumes
+    from micropipe.studies.gan_homogenization.steps import make_volumes
 
     logging.basicConfig(level=logging.INFO)
-    stack, attrs = gh.make_volumes(source, n, size=size, seed=seed, radius=radius, volume_fraction=volume_fraction,
-                                   volume_uri=volume_uri, threshold=None if threshold < 0 else threshold)
-    gh.save_volumes(volumes.path, stack, attrs)
+    stack, attrs = make_volumes(source, n, size=size, seed=seed, radius=radius, volume_fraction=volume_fraction,
+                                volume_uri=volume_uri, threshold=None if threshold < 0 else threshold)
+    save_volumes(volumes.path, stack, attrs)
     volumes.metadata.update({"n": len(stack), "size": size, "source": source, "p1_mean": float(stack.mean())})

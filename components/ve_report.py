@@ -10,7 +10,7 @@ def ve_report(dataset: Input[Dataset], max_ves: int, report: Output[HTML], summa
     import json
     import logging
 
-    from micropipe.ve.report import dataset_report
+    from micropipe.studies.ve_generation.report import dataset_report
 
     logging.basicConfig(level=logging.INFO)
     with open(dataset.path) as f:
@@ -19,5 +19,4 @@ def ve_report(dataset: Input[Dataset], max_ves: int, report: Output[HTML], summa
     built.report.save(report.path, summary.path)
     with open(statistics.path, "w") as f:
         json.dump(built.summary, f, indent=1)
-    for name, value in built.metrics.items():
-        metrics.log_metric(name, value)
+    built.log_metrics(metrics)

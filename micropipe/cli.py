@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import micropipe
+from micropipe import backends
 
 log = logging.getLogger("micropipe")
 
@@ -154,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--material", required=True, help="DAMASK material.yaml")
     s.add_argument("--load", required=True, help="DAMASK_grid load case (load.yaml)")
     s.add_argument("--numerics", default=None, help="DAMASK numerics.yaml (default: DAMASK's defaults)")
-    s.add_argument("--backend", default="builtin", choices=["builtin", "damask"],
+    s.add_argument("--backend", default="builtin", choices=backends.names("cp"),
                    help="built-in spectral solver (default) or DAMASK_grid (needs the binary on PATH)")
     s.add_argument("--device", default=None, choices=["cpu", "cuda"],
                    help="built-in solver only; default: cuda if available")
@@ -264,11 +265,9 @@ def _with_preset(pipeline: str, preset: str, arguments: dict[str, Any]) -> dict[
 def _default_dataset_dir(args: argparse.Namespace, arguments: dict[str, Any]) -> Path:
     """``<runs>/<pipeline>/data/<digest of the arguments>``: a rerun with unchanged arguments finds the outputs of
     the earlier run there, and steps skip what is already complete (the local stand-in for KFP's cache)."""
-    import hashlib
-
     from micropipe import provenance
 
-    digest = hashlib.sha256(provenance.dumps(arguments).encode()).hexdigest()[:16]
+    digest = provenance.digest(arguments)[:16]
     return (Path(args.runs_dir) / args.pipeline / "data" / digest).resolve()
 
 
@@ -393,7 +392,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------- data
 def cmd_data_generate(args: argparse.Namespace) -> int:
-    from micropipe.ve import dataset
+    from micropipe.datasets import ve as dataset
 
     a = _arguments("ve_generation", args.preset, args.set)
     common = {"n_ve": a["n_ve"], "shard_size": a["shard_size"], "generator": a["generator"], "seed": a["seed"],
@@ -407,7 +406,8 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
 
 def cmd_data_info(args: argparse.Namespace) -> int:
     from micropipe import store
-    from micropipe.ve import dataset, io
+    from micropipe.datasets import ve as dataset
+    from micropipe.ve import io
 
     if store.exists(store.join(args.path, dataset.MANIFEST)):
         m = dataset.load_manifest(args.path)
@@ -421,7 +421,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
     from micropipe import store
-    from micropipe.ve import dataset, io
+    from micropipe.datasets import ve as dataset
+    from micropipe.ve import io
 
     if store.exists(store.join(args.src, dataset.MANIFEST)):
         items = dataset.iter_ves(dataset.load_manifest(args.src))
@@ -445,8 +446,8 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_data_report(args: argparse.Namespace) -> int:
-    from micropipe.ve import dataset
-    from micropipe.ve.report import dataset_report
+    from micropipe.datasets import ve as dataset
+    from micropipe.studies.ve_generation.report import dataset_report
 
     built = dataset_report(dataset.load_manifest(args.dataset), max_ves=args.max_ves)
     out = Path(args.out)
@@ -475,9 +476,8 @@ def cmd_homogenize(args: argparse.Namespace) -> int:
     fractions = np.bincount(phases.ravel(), minlength=len(C_phases)) / phases.size
     if args.json:
         print(json.dumps({
-            "convention": convention, "C": C.tolist(), "C_mandel": result.C[0].tolist(),
-            "iterations": result.iterations[0].tolist(), "residual": result.residual[0].tolist(),
-            "tol": args.tol, "precision": args.precision, "cells": list(phases.shape),
+            "convention": convention, "C": C.tolist(), **result.to_record(0),
+            "precision": args.precision, "cells": list(phases.shape),
             "phase_fractions": fractions.tolist(),
             "device": str(device), "provenance": provenance.record(
                 seed=None, step="homogenize", params={"volume": args.volume, "E": args.E, "nu": args.nu,
@@ -517,9 +517,10 @@ def cmd_cp(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from micropipe import cp_runs, provenance
+    from micropipe import provenance
     from micropipe.crystal.loadcase import load_loadcase
     from micropipe.crystal.material import load_material
+    from micropipe.datasets import cp_results
 
     if args.backend == "damask" and (args.device or args.fields):
         raise ValueError(f"--{'device' if args.device else 'fields'} applies to the builtin backend only")
@@ -529,15 +530,11 @@ def cmd_cp(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: expected a .parquet file name")
     if args.nprocs is not None and args.nprocs < 1:
         raise ValueError(f"--nprocs must be a positive integer, got {args.nprocs}")
-    if args.backend == "builtin":
+    damask_grid = backends.get("cp", args.backend).require()  # fail fast: before anything is read
+    if damask_grid is None:
         from micropipe.device import pick_device
 
-        device = pick_device(args.device)  # before anything is read: fail fast on a missing GPU
-    else:
-        from micropipe.backends import damask_grid
-
-        if damask_grid.find_binary() is None:
-            raise damask_grid.BackendUnavailable(damask_grid.NOT_FOUND)
+        device = pick_device(args.device)  # fail fast on a missing GPU too
     geom = _load_geom(args.geom)
     material = load_material(args.material)
     loadcase = load_loadcase(args.load)
@@ -555,7 +552,7 @@ def cmd_cp(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         log.info("increment %d/%d", done, total)
 
-    if args.backend == "builtin":
+    if damask_grid is None:
         from micropipe.spectral import cp
 
         (result,) = cp.solve(ids, material, loadcase, size=tuple(geom.size), numerics=numerics, device=device,
@@ -569,10 +566,10 @@ def cmd_cp(args: argparse.Namespace) -> int:
                                        workdir=workdir, nprocs=args.nprocs or os.cpu_count() or 1, timeout=None)
     record = provenance.record(seed=None, step="cp", params={
         "geom": args.geom, "material": args.material, "load": args.load, "numerics": args.numerics,
-        "backend": args.backend, "device": str(device) if args.backend == "builtin" else None})
-    row = cp_runs.result_row(Path(args.geom).stem, result, n_grains=len(np.unique(ids)), cells=ids.shape)
+        "backend": args.backend, "device": None if damask_grid else str(device)})
+    row = cp_results.result_row(Path(args.geom).stem, result, n_grains=len(np.unique(ids)), cells=ids.shape)
     if args.out:
-        cp_runs.write_results(cp_runs.frame([row]), args.out, record)
+        cp_results.write_results(cp_results.frame([row]), args.out, record)
     if args.fields:
         _write_fields(args.fields, geom, result.fields or {})
     if args.json:
@@ -605,7 +602,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import time
 
     from micropipe import store
-    from micropipe.cp_surrogate import load_predictor
+    from micropipe.studies.cp_surrogate.predictor import load_predictor
     from micropipe.ve import io
 
     with store.local_copy(args.model) as path:

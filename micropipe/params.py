@@ -19,6 +19,21 @@ def integral_floats_to_int(obj: Any) -> Any:
     return obj
 
 
+def is_int(value: Any, low: int = 1) -> bool:
+    """Whether ``value`` is an integer (Python or numpy, not a bool) of at least ``low``."""
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as a plain int if it is an integer >= 1 (numpy integers too, bools not); else a ``ValueError``
+    naming ``name`` and the value."""
+    if not is_int(value):
+        raise ValueError(f"invalid {name} {value!r}; expected a positive integer")
+    return int(value)
+
+
 class FromDict:
     """Mixin for config dataclasses: ``from_dict`` (unknown keys are an error, naming the valid ones) and
     ``to_dict`` (plain dicts, as stored in checkpoints and KFP parameters)."""

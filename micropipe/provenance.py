@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -74,3 +75,18 @@ def _jsonable(obj: Any) -> Any:
 def dumps(obj: Any) -> str:
     """JSON text of ``obj`` with numpy arrays, paths and dataclasses made serialisable."""
     return json.dumps(obj, default=_jsonable, sort_keys=True)
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 (hex) of ``obj``'s canonical JSON (:func:`dumps`: sorted keys): equal inputs, equal digests. What
+    decides whether a stored result may be reused, and what names a run's default data folder."""
+    return hashlib.sha256(dumps(obj).encode()).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

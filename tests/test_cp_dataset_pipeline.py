@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from micropipe import cli, cp_runs, store
-from micropipe.ve import dataset
+from micropipe import cli, store
+from micropipe.datasets import cp_results
+from micropipe.datasets import ve as dataset
 from pipelines import _kfp
 
 try:  # `python -m pytest` from the repo root, or the `pytest` script with tests/ on sys.path
@@ -56,16 +57,16 @@ def test_run_gathers_results_and_reports(local_run):
     record = json.loads((local_run / "run.json").read_text())
     assert record["status"] == "succeeded"
     uri = dataset_uri(local_run)
-    df = cp_runs.read_results(store.join(uri, cp_runs.GATHERED))
+    df = cp_results.read_results(store.join(uri, cp_results.GATHERED))
     assert df["ve_id"].tolist() == [dataset.ve_id(0), dataset.ve_id(1)]
     assert all(len(s) == 3 for s in df["strain"]) and np.allclose(df["strain"].iloc[0], [0, 5e-4, 1e-3])
     assert df["converged"].all() and (df["backend"] == "builtin").all()
     assert all((np.diff(s) > 0).all() for s in df["stress"]), "tension: sigma_zz rises"
-    assert cp_runs.load_manifest(uri)["n_ve"] == 2
+    assert cp_results.load_manifest(uri)["n_ve"] == 2
     for index in (0, 1):
-        assert cp_runs.shard_complete(store.join(uri, cp_runs.shard_results_name(index)), 1)
+        assert cp_results.shard_complete(store.join(uri, cp_results.shard_results_name(index)), 1)
     results = Path(record["outputs"]["results"])
-    assert cp_runs.read_results(results)["ve_id"].tolist() == df["ve_id"].tolist()
+    assert cp_results.read_results(results)["ve_id"].tolist() == df["ve_id"].tolist()
     html = Path(record["outputs"]["report"]).read_text()
     assert html.count("data:image/png;base64,") >= 3 and "Stress-strain curves" in html
     assert Path(record["outputs"]["ve_report"]).read_text().count("data:image/png;base64,") >= 5
@@ -79,9 +80,9 @@ def test_cp_runs_component_skips_complete_shards(local_run, caplog):
     from components.cp_runs import cp_runs as component
 
     uri = dataset_uri(local_run)
-    out = Path(store.join(uri, cp_runs.shard_results_name(1)))
+    out = Path(store.join(uri, cp_results.shard_results_name(1)))
     before = out.stat().st_mtime_ns
-    with caplog.at_level("INFO", logger="micropipe.cp_runs"):
+    with caplog.at_level("INFO", logger="micropipe.studies.cp_dataset.runs"):
         got = component.python_func(dataset_uri=uri, shard_index=1, material="Cu",
                                     loadcase={"strain": 0.001, "increments": 2.0},
                                     numerics={}, backend="builtin", batch_size=1, device="", threads=1, cells=[])
@@ -92,14 +93,14 @@ def test_cp_runs_component_skips_complete_shards(local_run, caplog):
 @pytest.mark.slow
 def test_rerun_with_same_dataset_uri_computes_nothing_again(local_run, tmp_path):
     uri = Path(dataset_uri(local_run))
-    shards = [Path(store.join(str(uri), cp_runs.shard_results_name(i))) for i in (0, 1)]
+    shards = [Path(store.join(str(uri), cp_results.shard_results_name(i))) for i in (0, 1)]
     before = [p.stat().st_mtime_ns for p in shards]
     shards[0].unlink()
     rc = cli.main(["run", "cp_dataset", "--set", TINY, "--runs-dir", str(tmp_path), "--dataset-uri", str(uri)])
     assert rc == 0
     assert shards[1].stat().st_mtime_ns == before[1], "complete shard skipped"
     assert shards[0].exists(), "missing shard computed again"
-    assert cp_runs.load_manifest(str(uri))["n_ve"] == 2
+    assert cp_results.load_manifest(str(uri))["n_ve"] == 2
 
 
 def test_solver_threads_follow_the_profile():

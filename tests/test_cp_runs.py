@@ -14,14 +14,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from micropipe import cli, cp_runs, provenance, store
+from micropipe import cli, provenance, store
 from micropipe.crystal.loadcase import uniaxial_tension_z
+from micropipe.datasets import cp_results
+from micropipe.datasets import ve as dataset
 from micropipe.spectral import cp
-from micropipe.ve import dataset
+from micropipe.studies.cp_dataset import inputs, runs
+from micropipe.studies.cp_dataset import report as cp_report
 
 REFS = Path(__file__).resolve().parents[2] / "shared" / "refs" / "damask"
 GENERATOR = {"cells": 8, "spacing": 1.0, "esd_mean": 4.0}
-CU = cp_runs.resolve_phase("Cu")
+CU = inputs.resolve_phase("Cu")
 
 
 def make_dataset(root, n_ve=5, shard_size=5, generator=GENERATOR, seed=1):
@@ -79,7 +82,7 @@ def _key(q):
 def ve_key(uri, index):
     """Identifies VE ``index`` of a dataset inside the fake solver: the quaternion of its first grain."""
     ves = dict(dataset.iter_ves(dataset.load_manifest(uri)))
-    return _key(cp_runs.quaternions(ves[dataset.ve_id(index)].euler)[0])
+    return _key(runs.quaternions(ves[dataset.ve_id(index)].euler)[0])
 
 
 def grain_counts(uri):
@@ -89,10 +92,10 @@ def grain_counts(uri):
 # ----------------------------------------------------------------------------------------- parquet
 def test_results_round_trip_with_schema_and_provenance(tmp_path, fake_solver):
     uri = make_dataset(tmp_path / "ds", n_ve=3)
-    out = cp_runs.write_shard(uri, 0, material="Cu", progress=False)
+    out = runs.write_shard(uri, 0, material="Cu", progress=False)
     assert out == str(tmp_path / "ds" / "cp" / "shards" / "shard-00000.parquet")
-    df = cp_runs.read_results(out)
-    assert list(df.columns) == list(cp_runs.COLUMNS)
+    df = cp_results.read_results(out)
+    assert list(df.columns) == list(cp_results.COLUMNS)
     assert df["ve_id"].tolist() == [dataset.ve_id(i) for i in range(3)]
     row = df.iloc[0]
     assert len(row.strain) == len(row.stress) == len(row.time) == 21 and row.n_increments == 20
@@ -105,23 +108,23 @@ def test_results_round_trip_with_schema_and_provenance(tmp_path, fake_solver):
     table = pq.read_table(out)
     assert table.schema.field("sigma").type == pa.list_(pa.list_(pa.float64(), 6))
     meta = df.attrs["micropipe"]
-    assert meta["complete"] is True and meta["n_ve"] == 3 and meta["format"] == cp_runs.RESULTS_FORMAT
+    assert meta["complete"] is True and meta["n_ve"] == 3 and meta["format"] == cp_results.RESULTS_FORMAT
     prov = meta["provenance"]
     assert prov["step"] == "cp.write_shard" and prov["seed"] == 1 and prov["git_commit"]
     assert prov["params"]["backend"] == "builtin" and "Cu" in prov["params"]["phase"]
     assert prov["params"]["loadcase"]["steps"][0]["N"] == 20
 
     again = tmp_path / "again.parquet"
-    cp_runs.write_results(df, again, meta["provenance"])
-    back = cp_runs.read_results(again)
-    for column in cp_runs.COLUMNS:
+    cp_results.write_results(df, again, meta["provenance"])
+    back = cp_results.read_results(again)
+    for column in cp_results.COLUMNS:
         for a, b in zip(df[column], back[column], strict=True):
             assert np.array_equal(np.asarray(a), np.asarray(b)), column
 
 
 def test_write_is_atomic(tmp_path, monkeypatch, fake_solver):
     uri = make_dataset(tmp_path / "ds", n_ve=2)
-    df = cp_runs.read_results(cp_runs.write_shard(uri, 0, progress=False))
+    df = cp_results.read_results(runs.write_shard(uri, 0, progress=False))
     target = tmp_path / "out" / "r.parquet"
 
     def broken(table, where, **kwargs):
@@ -130,27 +133,27 @@ def test_write_is_atomic(tmp_path, monkeypatch, fake_solver):
 
     monkeypatch.setattr(pq, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
-        cp_runs.write_results(df, target, provenance.record(seed=None, params={}, step="test"))
+        cp_results.write_results(df, target, provenance.record(seed=None, params={}, step="test"))
     assert not target.exists() and store.list_files(tmp_path / "out") == []
-    assert not cp_runs.shard_complete(target)
+    assert not cp_results.shard_complete(target)
 
 
 def test_foreign_or_incomplete_parquet_is_refused(tmp_path):
     plain = tmp_path / "plain.parquet"
     pd.DataFrame({"ve_id": ["a"]}).to_parquet(plain)
     with pytest.raises(ValueError, match="plain.parquet: schema metadata 'micropipe' is missing"):
-        cp_runs.read_results(plain)
-    assert not cp_runs.shard_complete(plain)
+        cp_results.read_results(plain)
+    assert not cp_results.shard_complete(plain)
     junk = tmp_path / "junk.parquet"
     junk.write_text("not parquet")
     with pytest.raises(ValueError, match="junk.parquet: not a readable Parquet file"):
-        cp_runs.read_results(junk)
+        cp_results.read_results(junk)
     incomplete = tmp_path / "incomplete.parquet"
-    table = cp_runs._table(cp_runs.frame([]))
+    table = cp_results._table(cp_results.frame([]))
     pq.write_table(table.replace_schema_metadata({b"micropipe": json.dumps(
-        {"format": cp_runs.RESULTS_FORMAT, "n_ve": 0}).encode()}), incomplete)
+        {"format": cp_results.RESULTS_FORMAT, "n_ve": 0}).encode()}), incomplete)
     with pytest.raises(ValueError, match="field 'complete' is not true"):
-        cp_runs.read_results(incomplete)
+        cp_results.read_results(incomplete)
 
 
 # ------------------------------------------------------------------------------------------ solving
@@ -158,7 +161,7 @@ def test_run_shard_batches_and_keeps_failures(tmp_path, fake_solver):
     uri = make_dataset(tmp_path / "ds", n_ve=5)
     fake_solver["fail"] = {ve_key(uri, 1)}
     fake_solver["explode"] = {ve_key(uri, 3)}
-    df = cp_runs.run_shard(tmp_path / "ds" / "shards" / "shard-00000.h5", CU, uniaxial_tension_z(), batch_size=2,
+    df = runs.run_shard(tmp_path / "ds" / "shards" / "shard-00000.h5", CU, uniaxial_tension_z(), batch_size=2,
                            progress=False)
     assert df["ve_id"].tolist() == [dataset.ve_id(i) for i in range(5)]
     assert df["converged"].tolist() == [True, False, True, False, True]
@@ -175,30 +178,30 @@ def test_lattice_mismatch_and_bad_inputs_are_named(tmp_path, fake_solver):
     uri = make_dataset(tmp_path / "ds", n_ve=1)
     with pytest.raises(ValueError, match=r"shard-00000.h5 \[ve_0000000\]: field 'lattice' is 'cF', but material "
                                          r"phase 'Mg' has lattice 'hP'"):
-        cp_runs.write_shard(uri, 0, material="Mg")
+        runs.write_shard(uri, 0, material="Mg")
     with pytest.raises(ValueError, match="shard_index must lie in"):
-        cp_runs.write_shard(uri, 3)
+        runs.write_shard(uri, 3)
     with pytest.raises(ValueError, match="backend: unknown CP solver 'abaqus'"):
-        cp_runs.write_shard(uri, 0, backend="abaqus")
+        runs.write_shard(uri, 0, backend="abaqus")
     with pytest.raises(FileNotFoundError, match="material: 'Ti' is neither a shipped material"):
-        cp_runs.resolve_phase("Ti")
+        inputs.resolve_phase("Ti")
     with pytest.raises(ValueError, match="loadcase: unknown key"):
-        cp_runs.resolve_loadcase({"strian": 0.02})
+        inputs.resolve_loadcase({"strian": 0.02})
     with pytest.raises(ValueError, match="numerics: unknown key"):
-        cp_runs.resolve_numerics({"N_iter_max": 10, "tol": 1})
+        inputs.resolve_numerics({"N_iter_max": 10, "tol": 1})
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
-        cp_runs.run_shard(tmp_path / "ds" / "shards" / "shard-00000.h5", CU, uniaxial_tension_z(), batch_size=0)
+        runs.run_shard(tmp_path / "ds" / "shards" / "shard-00000.h5", CU, uniaxial_tension_z(), batch_size=0)
 
 
 def test_inputs_as_they_arrive_from_kfp():
     """Dict parameters cross KFP as JSON with every number a double; whole numbers come back as int."""
-    lc = cp_runs.resolve_loadcase({"increments": 4.0, "strain": 0.002})
+    lc = inputs.resolve_loadcase({"increments": 4.0, "strain": 0.002})
     assert lc.steps[0].N == 4 and np.isclose(lc.steps[0].t, 2.0)
-    assert cp_runs.resolve_loadcase({}).steps[0].N == 20
-    assert cp_runs.resolve_numerics({"N_iter_max": 80.0, "eps_rel_div": 1e-5}).N_iter_max == 80
-    assert cp_runs.resolve_numerics({}) is None
-    yaml_text = Path(cp_runs.shipped_material("Cu")).read_text()
-    assert cp_runs.resolve_phase(yaml_text) == CU
+    assert inputs.resolve_loadcase({}).steps[0].N == 20
+    assert inputs.resolve_numerics({"N_iter_max": 80.0, "eps_rel_div": 1e-5}).N_iter_max == 80
+    assert inputs.resolve_numerics({}) is None
+    yaml_text = Path(inputs.shipped_material("Cu")).read_text()
+    assert inputs.resolve_phase(yaml_text) == CU
 
 
 def test_damask_backend_without_binary_fails_clearly(tmp_path, monkeypatch, fake_solver):
@@ -206,46 +209,46 @@ def test_damask_backend_without_binary_fails_clearly(tmp_path, monkeypatch, fake
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("MICROPIPE_DAMASK_GRID", raising=False)
     with pytest.raises(FileNotFoundError, match="DAMASK_grid not found"):
-        cp_runs.write_shard(uri, 0, backend="damask")
+        runs.write_shard(uri, 0, backend="damask")
     assert not store.exists(store.join(uri, "cp"))
 
 
 # ------------------------------------------------------------------------------------ resume, gather
 def test_rerun_skips_complete_shards_only(tmp_path, fake_solver):
     uri = make_dataset(tmp_path / "ds", n_ve=4, shard_size=2)
-    first = cp_runs.write_shard(uri, 0, progress=False)
+    first = runs.write_shard(uri, 0, progress=False)
     assert fake_solver["batches"] == [2]
     before = Path(first).stat().st_mtime_ns
-    assert cp_runs.write_shard(uri, 0, progress=False) == first
+    assert runs.write_shard(uri, 0, progress=False) == first
     assert fake_solver["batches"] == [2] and Path(first).stat().st_mtime_ns == before, "complete shard skipped"
-    assert cp_runs.shard_complete(first, 2) and not cp_runs.shard_complete(first, 3)
-    cp_runs.write_shard(uri, 0, loadcase={"increments": 4}, progress=False)
+    assert cp_results.shard_complete(first, 2) and not cp_results.shard_complete(first, 3)
+    runs.write_shard(uri, 0, loadcase={"increments": 4}, progress=False)
     assert fake_solver["batches"] == [2, 2], "other parameters: computed again"
-    assert len(cp_runs.read_results(first).stress.iloc[0]) == 5
-    cp_runs.write_shard(uri, 0, loadcase={"increments": 4}, progress=False, force=True)
+    assert len(cp_results.read_results(first).stress.iloc[0]) == 5
+    runs.write_shard(uri, 0, loadcase={"increments": 4}, progress=False, force=True)
     assert fake_solver["batches"] == [2, 2, 2]
     dataset.write_shard(uri, 0, n_ve=4, shard_size=2, generator=GENERATOR, seed=2)  # other VEs, same ids
-    cp_runs.write_shard(uri, 0, loadcase={"increments": 4}, progress=False)
+    runs.write_shard(uri, 0, loadcase={"increments": 4}, progress=False)
     assert fake_solver["batches"] == [2, 2, 2, 2], "the VE shard changed: computed again"
 
 
 def test_gather_writes_results_and_manifest(tmp_path, fake_solver):
     uri = make_dataset(tmp_path / "ds", n_ve=5, shard_size=2)
     for index in (0, 1):
-        cp_runs.write_shard(uri, index, progress=False)
+        runs.write_shard(uri, index, progress=False)
     with pytest.raises(ValueError, match=r"CP results of shard 2 .* are missing"):
-        cp_runs.gather(uri)
-    assert not (tmp_path / "ds" / cp_runs.MANIFEST).exists()
-    cp_runs.write_shard(uri, 2, loadcase={"increments": 4}, progress=False)
+        cp_results.gather(uri)
+    assert not (tmp_path / "ds" / cp_results.MANIFEST).exists()
+    runs.write_shard(uri, 2, loadcase={"increments": 4}, progress=False)
     with pytest.raises(ValueError, match="computed with different parameters"):
-        cp_runs.gather(uri)
-    cp_runs.write_shard(uri, 2, progress=False)
-    df = cp_runs.gather(uri)
+        cp_results.gather(uri)
+    runs.write_shard(uri, 2, progress=False)
+    df = cp_results.gather(uri)
     assert df["ve_id"].tolist() == [dataset.ve_id(i) for i in range(5)]
-    back = cp_runs.read_results(store.join(uri, cp_runs.GATHERED))
+    back = cp_results.read_results(store.join(uri, cp_results.GATHERED))
     assert back["ve_id"].tolist() == df["ve_id"].tolist()
     assert back.attrs["micropipe"]["provenance"]["step"] == "cp.gather"
-    manifest = cp_runs.load_manifest(uri)
+    manifest = cp_results.load_manifest(uri)
     assert manifest["n_ve"] == 5 and manifest["n_converged"] == 5 and len(manifest["shards"]) == 3
     assert manifest["provenance"]["params"]["backend"] == "builtin"
 
@@ -253,9 +256,9 @@ def test_gather_writes_results_and_manifest(tmp_path, fake_solver):
 def test_report_writes_files(tmp_path, fake_solver):
     uri = make_dataset(tmp_path / "ds", n_ve=4)
     fake_solver["fail"] = {ve_key(uri, 2)}
-    cp_runs.write_shard(uri, 0, progress=False)
-    df = cp_runs.gather(uri)
-    built = cp_runs.report(df, tmp_path / "report")
+    runs.write_shard(uri, 0, progress=False)
+    df = cp_results.gather(uri)
+    built = cp_report.report(df, tmp_path / "report")
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3
     for heading in ("Stress-strain curves", "Convergence", "Wall time", "Non-converged VEs", "Provenance"):
@@ -330,7 +333,7 @@ def test_cli_on_damask_reference(tmp_path, capsys):
     assert sigma.shape == (21, 3, 3) and np.array(res["F"]).shape == (21, 3, 3)
     assert np.allclose(sigma[1:, 2, 2], ref["sigma_zz_Pa"][1:], rtol=0.03)
     assert np.allclose(sigma[:, 0, 0], 0, atol=1e3)  # P_xx = 0 prescribed
-    df = cp_runs.read_results(out)
+    df = cp_results.read_results(out)
     assert df["ve_id"].tolist() == ["geom"] and np.allclose(df.stress.iloc[0], sigma[:, 2, 2])
     assert df.attrs["micropipe"]["provenance"]["step"] == "cp"
     vtk = damask.VTK.load(fields)

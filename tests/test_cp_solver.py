@@ -13,10 +13,10 @@ from micropipe.crystal import elastic, shipped_material
 from micropipe.crystal.loadcase import load_loadcase, uniaxial_tension_z
 from micropipe.crystal.material import load_material, load_phase, material_config, material_from_config
 from micropipe.crystal.numerics import Numerics
+from micropipe.crystal.tensors import voigt_from_mandel
 from micropipe.spectral import cp, grid
 from micropipe.spectral.constitutive import NS, Phenopowerlaw
 from micropipe.spectral.elastic import StiffnessField, homogenize
-from micropipe.crystal.tensors import voigt_from_mandel
 
 REFS = Path(__file__).resolve().parents[2] / "shared" / "refs" / "damask"
 FINE = Numerics(eps_rel_div=5e-5, eps_rel_P=1e-4)

@@ -9,12 +9,20 @@ import pandas as pd
 import pytest
 import torch
 
-from micropipe import cli, cp_surrogate
+from micropipe import cli
+from micropipe.datasets import fingerprints, ve_tensors
+from micropipe.datasets import ve as dataset
+from micropipe.datasets import ve_sets as sets
+from micropipe.metrics import latent
 from micropipe.metrics.misorientation import mean_phi4, phi4
-from micropipe.models.vae3d import VAEConfig
+from micropipe.models import surrogate as surrogate_model
+from micropipe.models.vae3d import VAE3D, VAEConfig, encode_mean
+from micropipe.studies.cp_surrogate import fingerprints as fingerprints_step
+from micropipe.studies.cp_surrogate import predictor
+from micropipe.studies.cp_surrogate import surrogate as surrogate_step
 from micropipe.train import surrogate as sur
 from micropipe.train import vae
-from micropipe.ve import dataset, io, sets
+from micropipe.ve import io, stats
 from micropipe.ve.generator import GeneratorConfig, generate
 
 BASE = {"cells": 8, "spacing": 1.0, "esd_mean": 4.0, "esd_sigma": 0.1, "lattice": "hP"}
@@ -41,7 +49,7 @@ def test_phi4_of_a_rotation_about_z_is_one_minus_cos_half_angle():
 
 def test_mean_phi4_of_network_tensors():
     ve = generate(GeneratorConfig.from_dict(BASE), 1)
-    x = cp_surrogate.ve_tensor(ve, "hP")[None]
+    x = ve_tensors.ve_tensor(ve, "hP")[None]
     assert mean_phi4(x, x, "hP") == pytest.approx([0.0], abs=1e-9)
     noisy = np.clip(x + 0.01, 0, 1)  # 3.6 deg on phi1 and phi2, 1.8 deg on Phi: at most 9 deg in all
     assert 1e-4 < mean_phi4(x, noisy, "hP")[0] < 1 - np.cos(np.radians(9.0) / 2)
@@ -51,8 +59,8 @@ def test_mean_phi4_of_network_tensors():
 
 def test_clustering_accuracy_matches_clusters_to_classes():
     truth = [0, 0, 1, 1, 2, 2]
-    assert cp_surrogate.clustering_accuracy(truth, [2, 2, 0, 0, 1, 1]) == 1.0
-    assert cp_surrogate.clustering_accuracy(truth, [0, 1, 1, 1, 2, 2]) == pytest.approx(5 / 6)
+    assert latent.clustering_accuracy(truth, [2, 2, 0, 0, 1, 1]) == 1.0
+    assert latent.clustering_accuracy(truth, [0, 1, 1, 1, 2, 2]) == pytest.approx(5 / 6)
 
 
 # ----------------------------------------------------------------------------------------------- sets
@@ -109,15 +117,15 @@ def family(tmp_path_factory):
 
 
 def test_ve_set_tensors_are_the_network_inputs(family):
-    data = cp_surrogate.VESetTensors(sets.set_uri(family, "train"), "hP")
+    data = ve_tensors.VESetTensors(sets.set_uri(family, "train"), "hP")
     manifest = dataset.load_manifest(sets.set_uri(family, "train"))
     (ve_id, ve), *_ = dataset.iter_ves(manifest)
     assert data.ids[0] == ve_id and len(data) == 4
-    np.testing.assert_array_equal(data[0], cp_surrogate.ve_tensor(ve, "hP"))
+    np.testing.assert_array_equal(data[0], ve_tensors.ve_tensor(ve, "hP"))
     assert data[0].shape == (3, 8, 8, 8) and data[0].dtype == np.float32 and 0 <= data[0].min() <= data[0].max() <= 1
     with pytest.raises(ValueError, match="field 'lattice' is 'hP', but the VAE was trained on the 'cF' "
                                          "fundamental zone"):
-        cp_surrogate.VESetTensors(sets.set_uri(family, "train"), "cF")
+        ve_tensors.VESetTensors(sets.set_uri(family, "train"), "cF")
 
 
 # ---------------------------------------------------------------------------------- VAE and fingerprints
@@ -125,36 +133,48 @@ def test_ve_set_tensors_are_the_network_inputs(family):
 def vae_run(family, tmp_path_factory):
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("vae")
-    x = cp_surrogate.VESetTensors(sets.set_uri(family, "train"), "hP")
+    x = ve_tensors.VESetTensors(sets.set_uri(family, "train"), "hP")
     return vae.train(x, None, out, TINY_VAE, vae.TrainConfig(epochs=1, batch_size=2), data={"lattice": "hP"})
 
 
 def test_fingerprints_round_trip_with_provenance(family, vae_run, tmp_path):
     uris = {k: sets.set_uri(family, k) for k in ("train", "cp")}
-    df = cp_surrogate.fingerprint_sets(vae_run.best_path, uris)
+    df = fingerprints_step.fingerprint_sets(VAE3D.from_checkpoint(vae_run.best_path), "hP", uris)
     assert df["set"].tolist() == ["train"] * 4 + ["cp"] * 3 and len(df["fingerprint"].iloc[0]) == 4
-    path = cp_surrogate.write_fingerprints(df, tmp_path / "f.parquet", vae_path=vae_run.best_path, lattice="hP")
-    back, meta = cp_surrogate.read_fingerprints(path)
+    path = tmp_path / "f.parquet"
+    written = fingerprints.write_fingerprints(df, path, vae_path=vae_run.best_path, lattice="hP")
+    back, meta = fingerprints.read_fingerprints(path)
+    assert written == meta
     assert meta["dim"] == 4 and meta["lattice"] == "hP" and len(meta["provenance"]["params"]["vae_sha256"]) == 64
     np.testing.assert_array_equal(np.stack(back["fingerprint"]), np.stack(df["fingerprint"]))
-    ids, X = cp_surrogate.matrix(back, "cp")
-    x = cp_surrogate.VESetTensors(uris["cp"], "hP").array()
-    np.testing.assert_allclose(X, vae.encode_mean(vae_run.model, x), rtol=1e-5, atol=1e-6)
-    _, T = cp_surrogate.matrix(back, "cp", "texture")
-    x_cp = cp_surrogate.VESetTensors(uris["cp"], "hP")
-    np.testing.assert_allclose(T, cp_surrogate.texture_descriptors(x_cp.grain_ids, x_cp.euler, "hP"), rtol=1e-6)
-    assert meta["texture_descriptors"] == list(cp_surrogate.TEXTURE_DESCRIPTORS)
+    ids, X = fingerprints.matrix(back, "cp")
+    x = ve_tensors.VESetTensors(uris["cp"], "hP").array()
+    np.testing.assert_allclose(X, encode_mean(vae_run.model, x), rtol=1e-5, atol=1e-6)
+    _, T = fingerprints.matrix(back, "cp", "texture")
+    x_cp = ve_tensors.VESetTensors(uris["cp"], "hP")
+    np.testing.assert_allclose(T, stats.texture_descriptors(x_cp.grain_ids, x_cp.euler, "hP"), rtol=1e-6)
+    assert meta["texture_descriptors"] == list(stats.TEXTURE_DESCRIPTORS)
     # files without descriptors (written before they existed) still read; the probe then has nothing to say
-    old = cp_surrogate.write_fingerprints(df.drop(columns="texture"), tmp_path / "old.parquet",
-                                          vae_path=vae_run.best_path, lattice="hP")
-    old_df, old_meta = cp_surrogate.read_fingerprints(old)
+    old = tmp_path / "old.parquet"
+    fingerprints.write_fingerprints(df.drop(columns="texture"), old, vae_path=vae_run.best_path, lattice="hP")
+    old_df, old_meta = fingerprints.read_fingerprints(old)
     assert "texture" not in old_df and "texture_descriptors" not in old_meta
-    assert cp_surrogate.fingerprint_probe(old_df) == {}
+    assert latent.fingerprint_probe(old_df) == {}
     with pytest.raises(ValueError, match="no rows of set 'validation'"):
-        cp_surrogate.matrix(back, "validation")
+        fingerprints.matrix(back, "validation")
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="bad.parquet: not a readable Parquet file"):
-        cp_surrogate.read_fingerprints(tmp_path / "bad.parquet")
+        fingerprints.read_fingerprints(tmp_path / "bad.parquet")
+
+
+def test_fingerprint_step_covers_every_set_of_a_family_or_one_dataset(family, vae_run, tmp_path):
+    df, meta = fingerprints_step.fingerprint(vae_run.best_path, family, tmp_path / "all.parquet")
+    assert sorted(set(df["set"])) == sorted(sets.load_index(family)["sets"]) and meta["lattice"] == "hP"
+    back, _ = fingerprints.read_fingerprints(tmp_path / "all.parquet")
+    assert back["ve_id"].tolist() == df["ve_id"].tolist()
+    one, _ = fingerprints_step.fingerprint(vae_run.best_path, sets.set_uri(family, "cp"), tmp_path / "cp.parquet")
+    assert set(one["set"]) == {"dataset"} and len(one) == 3
+    np.testing.assert_array_equal(np.stack(one["fingerprint"]), np.stack(df[df["set"] == "cp"]["fingerprint"]))
 
 
 def _euler_norm(*deg):
@@ -170,7 +190,7 @@ def _euler_norm(*deg):
     ("cI", (0, 0, 0), 1.0, 1.0 / np.sqrt(6.0)),        # cube orientation: {110}<111> likewise
 ])
 def test_texture_descriptors_closed_forms(lattice, euler_deg, cos2, m_max):
-    T = cp_surrogate.texture_descriptors(np.zeros((1, 2, 2, 2), int), _euler_norm(*euler_deg)[None], lattice)
+    T = stats.texture_descriptors(np.zeros((1, 2, 2, 2), int), _euler_norm(*euler_deg)[None], lattice)
     np.testing.assert_allclose(T[0], [*_euler_norm(*euler_deg)[0], cos2, m_max], atol=1e-6)
 
 
@@ -178,10 +198,10 @@ def test_texture_descriptors_are_volume_averages():
     ids = np.zeros((1, 4, 2, 2), int)
     ids[0, 0] = 1  # grain 1: a quarter of the voxels
     euler = np.concatenate([_euler_norm(0, 0, 0), _euler_norm(0, 45, 90)])[None]
-    T = cp_surrogate.texture_descriptors(ids, euler, "hP")
+    T = stats.texture_descriptors(ids, euler, "hP")
     np.testing.assert_allclose(T[0, 3:], [0.75 * 1.0 + 0.25 * 0.5, 0.25 * 0.5], atol=1e-6)
     with pytest.raises(ValueError, match="lattice 'tI'"):
-        cp_surrogate.texture_descriptors(ids, euler, "tI")
+        stats.texture_descriptors(ids, euler, "tI")
 
 
 def test_probe_and_texture_reference_recover_what_is_there():
@@ -192,15 +212,15 @@ def test_probe_and_texture_reference_recover_what_is_there():
     X = np.column_stack([noise, 2.0 * T[:, 3] + 0.1 * noise[:, 0], T[:, :3]])
     df = pd.DataFrame({"set": ["train"] * 128 + ["validation"] * 32, "ve_id": [f"v{i}" for i in range(160)],
                        "fingerprint": list(X), "texture": list(T)})
-    probe = cp_surrogate.fingerprint_probe(df)
+    probe = latent.fingerprint_probe(df)
     assert probe["n_fit"] == 128 and probe["n_score"] == 32
     assert probe["r2"]["cos2_Phi"] > 0.95 and probe["r2"]["mean_phi1"] > 0.95
     assert probe["r2"]["schmid_max_z"] < 0.2
     # stress curves linear in the Schmid descriptor: the reference recovers them (measured 1.3e-4 MPa against
     # the baseline's 16 MPa)
     Y = 1e6 * (50.0 + 100.0 * T[:, 4:5] * np.linspace(0.2, 1.0, 21))
-    ref = cp_surrogate.texture_reference(T[:128], Y[:128], T[128:], Y[128:])
-    assert ref["descriptors"] == list(cp_surrogate.TEXTURE_DESCRIPTORS) and len(ref["mae_MPa_per_increment"]) == 21
+    ref = surrogate_step.texture_reference(T[:128], Y[:128], T[128:], Y[128:])
+    assert ref["descriptors"] == list(stats.TEXTURE_DESCRIPTORS) and len(ref["mae_MPa_per_increment"]) == 21
     assert ref["mae_MPa"] < 1e-3 * np.abs(Y[128:] - Y[:128].mean(0)).mean() / 1e6
 
 
@@ -213,19 +233,19 @@ def _results(ids, stress, converged):
 def test_surrogate_data_lists_excluded_runs_and_rejects_bad_tables():
     fp = pd.DataFrame({"set": "cp", "ve_id": ["a", "b", "c"], "fingerprint": list(np.eye(3, dtype=np.float32))})
     curves = [np.linspace(0, 1e8, 21)] * 3
-    data = cp_surrogate.surrogate_data(fp, _results(["a", "b", "c"], curves, [True, False, True]))
+    data = surrogate_step.surrogate_data(fp, _results(["a", "b", "c"], curves, [True, False, True]))
     assert data["ids"] == ["a", "c"] and data["Y"].shape == (2, 21) and data["X"].shape == (2, 3)
     assert data["excluded"] == [{"ve_id": "b", "reason": "not converged: increment 3: residual"}]
     with pytest.raises(ValueError, match="none of the 3 runs converged"):
-        cp_surrogate.surrogate_data(fp, _results(["a", "b", "c"], curves, [False] * 3))
+        surrogate_step.surrogate_data(fp, _results(["a", "b", "c"], curves, [False] * 3))
     nan = [c.copy() for c in curves]
     nan[2][7] = np.nan
     with pytest.raises(ValueError, match=r"VE c is marked converged but its stress has NaN/inf at output\(s\) \[7\]"):
-        cp_surrogate.surrogate_data(fp, _results(["a", "b", "c"], nan, [True] * 3))
+        surrogate_step.surrogate_data(fp, _results(["a", "b", "c"], nan, [True] * 3))
     with pytest.raises(ValueError, match=r"no fingerprint for converged CP run\(s\) \['d'\]"):
-        cp_surrogate.surrogate_data(fp, _results(["a", "d"], curves[:2], [True, True]))
+        surrogate_step.surrogate_data(fp, _results(["a", "d"], curves[:2], [True, True]))
     with pytest.raises(ValueError, match=r"converged curves have \[11, 21\] values"):
-        cp_surrogate.surrogate_data(fp, _results(["a", "c"], [curves[0], curves[1][:11]], [True, True]))
+        surrogate_step.surrogate_data(fp, _results(["a", "c"], [curves[0], curves[1][:11]], [True, True]))
 
 
 # ------------------------------------------------------------------------------------------ predictor
@@ -233,20 +253,20 @@ def _surrogate(tmp_path, in_dim):
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(8, in_dim)), np.cumsum(rng.uniform(1e6, 5e6, size=(8, 21)), axis=1)
     result = sur.fit(X[:6], Y[:6], X[6:], Y[6:], sur.TrainConfig(epochs=3, lr=1e-3))
-    return sur.save_surrogate(tmp_path / f"sur{in_dim}.pt", result, fingerprint_dim=in_dim, lattice="hP")
+    return surrogate_model.save_surrogate(tmp_path / f"sur{in_dim}.pt", result, fingerprint_dim=in_dim, lattice="hP")
 
 
 def test_predictor_chains_vae_and_surrogate_and_rejects_bad_input(family, vae_run, tmp_path, capsys):
     sur_path = _surrogate(tmp_path, 4)
     strain = np.linspace(0, 0.01, 21)
-    path = cp_surrogate.save_predictor(tmp_path / "predictor.pt", vae_run.best_path, sur_path, strain=strain)
-    predictor = cp_surrogate.load_predictor(path)
+    path = predictor.save_predictor(tmp_path / "predictor.pt", vae_run.best_path, sur_path, strain=strain)
+    loaded = predictor.load_predictor(path)
     manifest = dataset.load_manifest(sets.set_uri(family, "cp"))
     ves = [ve for _, ve in dataset.iter_ves(manifest)]
-    model, scaler, _ = sur.load_surrogate(sur_path)
-    expected = sur.predict(model, scaler, vae.encode_mean(vae_run.model, np.stack([cp_surrogate.ve_tensor(v, "hP")
+    model, scaler, _ = surrogate_model.load_surrogate(sur_path)
+    expected = surrogate_model.predict(model, scaler, encode_mean(vae_run.model, np.stack([ve_tensors.ve_tensor(v, "hP")
                                                                                    for v in ves])))
-    np.testing.assert_allclose(predictor.predict(ves), expected, rtol=1e-5)
+    np.testing.assert_allclose(loaded.predict(ves), expected, rtol=1e-5)
 
     ve_file = io.save_npz(tmp_path / "ve.npz", ves[0])
     assert cli.main(["predict", "--model", str(path), str(ve_file), "--json"]) == 0
@@ -257,13 +277,13 @@ def test_predictor_chains_vae_and_surrogate_and_rejects_bad_input(family, vae_ru
     assert "predicted sigma_zz (MPa)" in capsys.readouterr().out
 
     with pytest.raises(ValueError, match="takes fingerprints of dimension 5, but the VAE .* dimension 4"):
-        cp_surrogate.save_predictor(tmp_path / "p2.pt", vae_run.best_path, _surrogate(tmp_path, 5), strain=strain)
+        predictor.save_predictor(tmp_path / "p2.pt", vae_run.best_path, _surrogate(tmp_path, 5), strain=strain)
     cubic = generate(GeneratorConfig.from_dict({**BASE, "lattice": "cF"}), 3)
     with pytest.raises(ValueError, match="VE x: field 'lattice' is 'cF', but the VAE was trained on the 'hP'"):
-        predictor.predict([cubic], ["VE x"])
+        loaded.predict([cubic], ["VE x"])
     big = generate(GeneratorConfig.from_dict({**BASE, "cells": 16}), 3)
     with pytest.raises(ValueError, match=r"cells \(16, 16, 16\), but the VAE takes \(8, 8, 8\)"):
-        predictor.predict([big])
+        loaded.predict([big])
     (tmp_path / "junk.pt").write_bytes(b"junk")
     assert cli.main(["predict", "--model", str(vae_run.best_path), str(ve_file)]) == 2
     assert "not a micropipe.predictor/1 file" in capsys.readouterr().err

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from micropipe import cli, cp_runs, cp_surrogate, store
-from micropipe.ve import sets
+from micropipe import cli, store
+from micropipe.datasets import cp_results, fingerprints
+from micropipe.datasets import ve_sets as sets
 from pipelines import _kfp
 
 try:  # `python -m pytest` from the repo root, or the `pytest` script with tests/ on sys.path
@@ -83,11 +84,11 @@ def test_run_reports_every_figure_and_metric(runs):
 
 def test_run_writes_fingerprints_results_and_a_working_predictor(runs, capsys):
     record = json.loads((runs["first"] / "run.json").read_text())
-    df, meta = cp_surrogate.read_fingerprints(record["outputs"]["fingerprints"])
+    df, meta = fingerprints.read_fingerprints(record["outputs"]["fingerprints"])
     assert meta["lattice"] == "hP" and meta["dim"] == 8
     assert df.groupby("set").size().to_dict() == {"train": 16, "validation": 8, "cp": 4,
                                                   **{k: 4 for k in sets.EDGE_CASES}}
-    results = cp_runs.read_results(record["outputs"]["cp_results"])
+    results = cp_results.read_results(record["outputs"]["cp_results"])
     assert results["converged"].all() and all(len(s) == 3 for s in results["stress"])
     assert all(tuple(c) == (4, 4, 4) for c in results["cells"]), "CP solved on the resampled grid"
     shard = store.join(str(runs["data"]), "sets", "cp", "shards", "shard-00000.h5")
@@ -103,7 +104,7 @@ def test_rerun_reuses_finished_outputs(runs):
     first = json.loads((runs["first"] / "run.json").read_text())
     assert second["metrics"]["cp_converged"] == first["metrics"]["cp_converged"]
     # the VAE run was finished: the second run loads it instead of training again, so the same fingerprints
-    a, _ = cp_surrogate.read_fingerprints(first["outputs"]["fingerprints"])
-    b, _ = cp_surrogate.read_fingerprints(second["outputs"]["fingerprints"])
+    a, _ = fingerprints.read_fingerprints(first["outputs"]["fingerprints"])
+    b, _ = fingerprints.read_fingerprints(second["outputs"]["fingerprints"])
     np.testing.assert_array_equal(np.stack(a["fingerprint"]), np.stack(b["fingerprint"]))
     assert runs["mtimes"][1] == runs["mtimes"][0], "VE shards, CP shards and the VAE run were not recomputed"

@@ -184,14 +184,14 @@ def no_runner(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
 
 
-def test_find_pipeline_runner(monkeypatch, tmp_path, no_runner):
-    assert dream3d.find_pipeline_runner() is None
+def test_find_binary(monkeypatch, tmp_path, no_runner):
+    assert dream3d.find_binary() is None
     script = _fake_runner(tmp_path, "print('hi')\n")
     monkeypatch.setenv("PATH", str(script.parent))
-    assert dream3d.find_pipeline_runner() == str(script)
+    assert dream3d.find_binary() == str(script)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setenv(dream3d.RUNNER_ENV, str(script))
-    assert dream3d.find_pipeline_runner() == str(script)
+    assert dream3d.find_binary() == str(script)
 
 
 def test_generate_without_runner(tmp_path, no_runner):
@@ -280,7 +280,7 @@ def test_generate_rejects_bad_bin_step(tmp_path):
 
 @pytest.mark.dream3d
 def test_pipeline_runner_end_to_end(tmp_path):
-    if dream3d.find_pipeline_runner() is None:
+    if dream3d.find_binary() is None:
         pytest.skip("DREAM.3D PipelineRunner not on PATH")
     ve = dream3d.generate({"cells": (24, 24, 24), "spacing": 0.25, "esd_mean": 2.0}, 0, tmp_path, timeout_s=600)
     assert ve.cells == (24, 24, 24) and ve.lattice == "cF"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from micropipe import cli
-from micropipe import gan_homogenization as gh
+from micropipe.datasets import volumes
+from micropipe.studies.gan_homogenization import steps as gan_steps
 from micropipe.train.wgan import read_loss_log
 
 TINY = ("n_train=8,size=16,radius=2.0,model_overrides={generator: {out_size: 16}, discriminator: {in_size: 16}},"
@@ -39,20 +40,20 @@ def test_run_reports_errors_and_resumes_training(tmp_path):
 
 def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(ValueError, match="source: unknown data source 'cubes'"):
-        gh.make_volumes("cubes", 2, size=16, seed=0)
+        gan_steps.make_volumes("cubes", 2, size=16, seed=0)
     with pytest.raises(ValueError, match="model: unknown preset 'huge'"):
-        gh.train(np.zeros((2, 16, 16, 16), np.uint8), model="huge", model_overrides={}, train_config={},
+        gan_steps.train(np.zeros((2, 16, 16, 16), np.uint8), model="huge", model_overrides={}, train_config={},
                  checkpoint_uri=str(tmp_path))
     with pytest.raises(ValueError, match="field 'volumes' missing"):
         np.savez(tmp_path / "x.npz", other=np.zeros(3))
-        gh.load_volumes(tmp_path / "x.npz")
+        volumes.load_volumes(tmp_path / "x.npz")
 
 
 def test_volume_stack_round_trip_and_integral_floats(tmp_path):
     from micropipe.params import integral_floats_to_int
 
-    v, attrs = gh.make_volumes("spheres", 3, size=16, seed=4, radius=2.0)
-    gh.save_volumes(tmp_path / "artifact", v, attrs)  # KFP artifact paths have no suffix
-    back, attrs_back = gh.load_volumes(tmp_path / "artifact")
+    v, attrs = gan_steps.make_volumes("spheres", 3, size=16, seed=4, radius=2.0)
+    volumes.save_volumes(tmp_path / "artifact", v, attrs)  # KFP artifact paths have no suffix
+    back, attrs_back = volumes.load_volumes(tmp_path / "artifact")
     assert np.array_equal(back, v) and attrs_back["seed"] == 4
     assert integral_floats_to_int({"a": [16.0, 0.5], "b": {"c": 3.0}}) == {"a": [16, 0.5], "b": {"c": 3}}

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from micropipe import cli
-from micropipe.device import pick_device
 from micropipe.crystal import tensors
+from micropipe.device import pick_device
 from micropipe.spectral import elastic, grid
 from micropipe.ve.twophase import overlapping_spheres
 

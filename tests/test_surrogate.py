@@ -6,20 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from micropipe.models.surrogate import KIND, N_INCREMENTS, Surrogate, SurrogateConfig
-from micropipe.train.checkpoint import load_checkpoint
-from micropipe.train.surrogate import (
-    FitResult,
+from micropipe.models.checkpoint import load_checkpoint
+from micropipe.models.surrogate import (
+    KIND,
+    N_INCREMENTS,
     MinMaxScaler,
-    TrainConfig,
-    bootstrap_ratio_interval,
-    evaluate,
-    fit,
+    Surrogate,
+    SurrogateConfig,
     load_surrogate,
     predict,
     save_surrogate,
-    split,
 )
+from micropipe.train.surrogate import FitResult, TrainConfig, bootstrap_ratio_interval, evaluate, fit, split
 
 E_MG = 45e9  # Young's modulus of magnesium, Pa
 STRAIN = np.linspace(0.0, 0.01, N_INCREMENTS)  # seed 003: 20 increments to 1 %

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from micropipe.models.vae3d import BLOCKS, PRESETS, VAE3D, ResidualBlock, VAEConfig
-from micropipe.train.checkpoint import load_checkpoint
+from micropipe.models.checkpoint import load_checkpoint
+from micropipe.models.vae3d import BLOCKS, PRESETS, VAE3D, ResidualBlock, VAEConfig, encode_mean, reconstruct
 from micropipe.train.vae import (
     BEST,
     CHECKPOINT,
@@ -19,10 +19,7 @@ from micropipe.train.vae import (
     STOP_EPOCHS,
     STOP_PATIENCE,
     TrainConfig,
-    encode_mean,
-    load_vae,
     read_loss_log,
-    reconstruct,
     train,
     vae_loss,
 )
@@ -176,8 +173,8 @@ def test_stats_head_learns_the_channel_means(tmp_path):
     log = result.loss_log
     assert log[-1]["train_stats"] < 0.8 * log[0]["train_stats"]  # the head is trained
     # the buffers travel with the weights: a reloaded model predicts the same standardised means
-    model, loaded = load_vae(tmp_path / BEST, device="cpu")
-    assert loaded.stats_head and torch.equal(model.stats_std, result.model.stats_std)
+    model = VAE3D.from_checkpoint(tmp_path / BEST, device="cpu")
+    assert model.config.stats_head and torch.equal(model.stats_std, result.model.stats_std)
     x = torch.from_numpy(data[12:])
     with torch.no_grad():
         target = model.channel_stats(x)
@@ -314,11 +311,11 @@ def test_checkpoint_from_another_architecture(tmp_path, caplog):
                  resume=False).config == wider
 
 
-def test_load_vae_and_fingerprints(tmp_path):
+def test_vae_from_checkpoint_and_fingerprints(tmp_path):
     data = _volumes(10)
     result = train(data[:6], data[6:], tmp_path, TINY, TrainConfig(epochs=2, batch_size=3, lr=3e-3), device="cpu")
-    model, config = load_vae(tmp_path / BEST, device="cpu")
-    assert config == TINY and not model.training and isinstance(model, VAE3D)
+    model = VAE3D.from_checkpoint(tmp_path / BEST, device="cpu")
+    assert model.config == TINY and not model.training and isinstance(model, VAE3D)
     x = torch.from_numpy(data)
     with torch.no_grad():
         mu_ref = result.model.eval().encode(x)[0].numpy()
@@ -332,8 +329,8 @@ def test_load_vae_and_fingerprints(tmp_path):
     rec = reconstruct(model, data, batch_size=3)
     assert rec.shape == data.shape and rec.dtype == np.float32
     np.testing.assert_allclose(rec, rec_ref, rtol=1e-5, atol=1e-6)
-    latest, _ = load_vae(tmp_path / CHECKPOINT, device="cpu")
-    again, _ = load_vae(load_checkpoint(tmp_path / BEST), device="cpu")  # a checkpoint read once, reused
+    assert VAE3D.from_checkpoint(tmp_path / CHECKPOINT, device="cpu").config == TINY  # the latest state loads too
+    again = VAE3D.from_checkpoint(load_checkpoint(tmp_path / BEST), device="cpu")  # a checkpoint read once, reused
     np.testing.assert_array_equal(encode_mean(again, data, batch_size=4), mu)
     assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 2
 

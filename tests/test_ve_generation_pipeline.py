@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from micropipe import cli
-from micropipe.ve import dataset, io
+from micropipe.datasets import ve as dataset
+from micropipe.ve import io
 from micropipe.ve.generator import GeneratorConfig, generate, ve_seed
 
 try:  # `python -m pytest` from the repo root, or the `pytest` script with tests/ on sys.path

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from micropipe.models import build
+from micropipe.models.checkpoint import load_checkpoint
 from micropipe.models.wgan3d import (
     PRESETS,
     Discriminator,
@@ -15,10 +16,8 @@ from micropipe.models.wgan3d import (
     EqualizedLinear,
     Generator,
     GeneratorConfig,
-    load_generator,
     sample,
 )
-from micropipe.train.checkpoint import load_checkpoint
 from micropipe.train.wgan import LOSS_LOG, TrainConfig, gradient_penalty, read_loss_log, train
 
 TINY = dict(generator=GeneratorConfig(16, 2), discriminator=DiscriminatorConfig(16, 2))
@@ -169,9 +168,10 @@ def test_checkpoint_from_another_architecture(tmp_path):
         load_checkpoint(tmp_path / "checkpoint.pt", kind="resnet18")
 
 
-def test_load_generator_and_sample(tmp_path):
+def test_generator_from_checkpoint_and_sample(tmp_path):
     result = train(_volumes(), tmp_path, **TINY, config=TrainConfig(iterations=1), device="cpu")
-    G, config = load_generator(result.checkpoint)
+    G = Generator.from_checkpoint(result.checkpoint)
+    config = G.config
     assert config == result.generator.config and not G.training
     z = torch.randn(3, 128)
     torch.testing.assert_close(G(z), result.generator(z))

@@ -30,7 +30,7 @@ from typing import Any
 import damask
 import numpy as np
 
-from micropipe.backends import find_executable, tail
+from micropipe.backends import BackendUnavailable, find_executable, tail
 from micropipe.crystal.loadcase import Loadcase, loadcase_from_config, save_loadcase
 from micropipe.crystal.material import Material
 from micropipe.crystal.numerics import Numerics, save_numerics
@@ -54,10 +54,6 @@ JOBNAME = "micropipe"
 """Default ``--jobname``: results in ``micropipe.hdf5``, convergence in ``micropipe.sta``."""
 REQUIRED_OUTPUT = ("F", "P")
 """Phase outputs (``phase/*/mechanical/output``) that :func:`read_result` needs; added when missing."""
-
-
-class BackendUnavailable(FileNotFoundError):
-    """DAMASK_grid is not installed here (the message says where it was looked for)."""
 
 
 class DamaskGridError(RuntimeError):

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 import micropipe
-from micropipe.backends import find_executable, tail
+from micropipe.backends import BackendUnavailable, find_executable, tail
 from micropipe.ve import io
 from micropipe.ve.generator import GeneratorConfig
 from micropipe.ve.texture import reduce_to_fundamental_zone
@@ -316,7 +316,7 @@ def write_pipeline_json(path: str | os.PathLike, config: GeneratorConfig | Mappi
 # running PipelineRunner
 # --------------------------------------------------------------------------------------------------
 
-def find_pipeline_runner() -> str | None:
+def find_binary() -> str | None:
     """Path of DREAM.3D's ``PipelineRunner``: ``$DREAM3D_PIPELINE_RUNNER`` if set, else from PATH."""
     return find_executable("PipelineRunner", RUNNER_ENV)
 
@@ -331,9 +331,9 @@ def run_pipeline(json_path: str | os.PathLike, *, timeout_s: float) -> None:
     RuntimeError
         Non-zero exit or timeout; the message ends with the last lines of the runner's output.
     """
-    runner = find_pipeline_runner()
+    runner = find_binary()
     if runner is None:
-        raise FileNotFoundError(NOT_FOUND)
+        raise BackendUnavailable(NOT_FOUND)
     json_path = Path(json_path).expanduser()
     if not json_path.is_file():
         raise FileNotFoundError(f"{json_path}: pipeline file not found")
@@ -388,8 +388,8 @@ def generate(config: GeneratorConfig | Mapping[str, Any], rng_seed: int | None, 
     """
     c = check_supported(config)
     bin_step = _bin_step(bin_step)
-    if find_pipeline_runner() is None:
-        raise FileNotFoundError(NOT_FOUND)
+    if find_binary() is None:
+        raise BackendUnavailable(NOT_FOUND)
     workdir = Path(workdir).expanduser()
     workdir.mkdir(parents=True, exist_ok=True)
     output = workdir / "synthetic.dream3d"

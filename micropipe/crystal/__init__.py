@@ -1,11 +1,11 @@
 """Crystallography and DAMASK inputs for crystal plasticity: lattices, systems, stiffness, tensors, material.yaml,
 load.yaml.
 
-:data:`LATTICES`: the Bravais lattices micropipe knows (DAMASK's names). ``tensors``: Mandel/Voigt notation and
-stiffness constructors. ``lattice``: slip/twin systems, Schmid tensors and interaction matrices of cF, cI and hP in DAMASK's order
-(from :mod:`damask`, plus DAMASK's interaction-type tables).  ``elastic``: Hooke stiffness and its rotation
-to the sample frame.  ``material``: validated reading and writing of material.yaml (``Hooke``,
-``Phenopowerlaw``).  ``loadcase``: validated reading and writing of DAMASK_grid load.yaml.
+:data:`LATTICES`: the Bravais lattices micropipe knows (DAMASK's names). ``tensors``: Mandel/Voigt notation
+and stiffness constructors. ``lattice``: slip/twin systems, Schmid tensors and interaction matrices of cF, cI
+and hP in DAMASK's order (from :mod:`damask`, plus DAMASK's interaction-type tables). ``elastic``: Hooke
+stiffness and its rotation to the sample frame.  ``material``: validated reading and writing of material.yaml
+(``Hooke``, ``Phenopowerlaw``).  ``loadcase``: validated reading and writing of DAMASK_grid load.yaml.
 ``materials/``: Cu, Mg and Fe phase files with their sources (:func:`shipped_material`).
 """
 

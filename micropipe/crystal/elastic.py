@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from micropipe.crystal.lattice import crystal_to_sample
 from micropipe.crystal import check_lattice, tensors
+from micropipe.crystal.lattice import crystal_to_sample
 
 log = logging.getLogger(__name__)
 

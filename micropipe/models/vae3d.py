@@ -32,13 +32,17 @@ Choices the paper leaves open:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from micropipe.params import FromDict
+from micropipe.params import FromDict, is_int, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +51,6 @@ KIND = "vae3d"
 
 BLOCKS: dict[int, tuple[int, int, int, int]] = {12: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 """Residual blocks per layer of ResNet12/18/34, seed 003 Table 3."""
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclass(frozen=True)
@@ -98,15 +98,14 @@ class VAEConfig(FromDict):
         if self.stem_stride not in (1, 2) or isinstance(self.stem_stride, bool):
             raise ValueError(f"invalid stem_stride {self.stem_stride!r}; expected 1 or 2")
         for name in ("in_channels", "hidden", "latent_dim"):
-            if not _positive_int(getattr(self, name)):
-                raise ValueError(f"invalid {name} {getattr(self, name)!r}; expected a positive integer")
+            positive_int(getattr(self, name), name)
         if (not isinstance(self.channels, tuple) or len(self.channels) != 4
-                or not all(_positive_int(c) for c in self.channels)):
+                or not all(is_int(c) for c in self.channels)):
             raise ValueError(f"invalid channels {self.channels!r}; expected 4 positive integers, one per layer")
         if not isinstance(self.stats_head, bool):
             raise ValueError(f"invalid stats_head {self.stats_head!r}; expected true or false")
         step = 8 * self.stem_stride
-        if not _positive_int(self.size) or self.size % step:
+        if not is_int(self.size) or self.size % step:
             raise ValueError(f"invalid size {self.size!r}; expected a positive multiple of {step} "
                              f"(stem stride {self.stem_stride} x 3 downsamplings by 2)")
 
@@ -296,3 +295,150 @@ class VAE3D(nn.Module):
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def from_checkpoint(cls, source: str | Path | Mapping[str, Any], device: str | torch.device | None = None
+                        ) -> VAE3D:
+        """The VAE of a checkpoint (``best.pt`` or ``checkpoint.pt`` of :func:`micropipe.train.vae.train`), rebuilt
+        from its stored config, in eval mode; ``model.config`` is that config.
+
+        ``source`` may also be a checkpoint already read with :func:`~micropipe.models.checkpoint.load_checkpoint`
+        (2.5 GB at paper scale: read it once when its other fields are needed too). ``device`` as
+        :func:`micropipe.device.pick_device` (None: CUDA when available). Needs no training code.
+        """
+        from micropipe.device import pick_device
+        from micropipe.models.checkpoint import load_checkpoint
+
+        loaded = isinstance(source, Mapping)
+        ckpt = load_checkpoint(source, kind=KIND)
+        model = cls(VAEConfig.from_dict(ckpt["config"]["model"]))
+        model.load_state_dict(ckpt["model"])
+        model.to(pick_device(None if device is None else str(device)))
+        log.info("loaded %s (%s, %d parameters) from %s at epoch %d", KIND, model.config, model.n_params(),
+                 "a loaded checkpoint" if loaded else source, ckpt["step"])
+        return model.eval()
+
+
+class ArrayDataset(Dataset):
+    """VEs of an array of shape (n, C, N, N, N) (numpy, memmap or h5py dataset), one float32 tensor per item."""
+
+    def __init__(self, volumes: Any):
+        self.volumes = volumes
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.volumes[i], dtype=np.float32))
+
+
+def _item(item: Any) -> torch.Tensor:
+    """A dataset item as a float tensor: the item itself, or the first element of a tuple (x, label, ...)."""
+    if isinstance(item, (tuple, list)):
+        item = item[0]
+    return torch.as_tensor(item, dtype=torch.float32)
+
+
+def _collate(items: list[Any]) -> torch.Tensor:
+    return torch.stack([_item(it) for it in items])
+
+
+def as_dataset(data: Any, config: VAEConfig, what: str) -> Dataset:
+    """``data`` as a Dataset of (C, N, N, N) items; arrays are checked whole, datasets by their first item."""
+    shape = config.input_shape
+    if isinstance(data, torch.Tensor):
+        data = data.detach().cpu().numpy()
+    if isinstance(data, np.ndarray):
+        if data.ndim != 5 or data.shape[1:] != shape or len(data) < 1:
+            raise ValueError(f"invalid {what} of shape {data.shape}; expected (n, {', '.join(map(str, shape))})")
+        if not np.issubdtype(data.dtype, np.floating):
+            raise ValueError(f"invalid {what} dtype {data.dtype}; expected float32 values in [0, 1]")
+        lo, hi = float(data.min()), float(data.max())
+        if not (0 <= lo and hi <= 1):
+            raise ValueError(f"invalid {what} values in [{lo}, {hi}]; expected [0, 1] (Euler angles / (2 pi, pi, "
+                             f"2 pi))")
+        return ArrayDataset(data)
+    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+        raise ValueError(f"invalid {what} of type {type(data).__name__}; expected a torch Dataset or an array")
+    if len(data) < 1:
+        raise ValueError(f"invalid {what}: empty dataset")
+    first = tuple(_item(data[0]).shape)
+    if first != shape:
+        raise ValueError(f"invalid {what} item of shape {first}; expected {shape}")
+    return data
+
+
+def data_loader(dataset: Dataset, batch_size: int, order: list[int] | None, num_workers: int,
+            device: torch.device) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=order, shuffle=False, num_workers=num_workers,
+                      collate_fn=_collate, pin_memory=device.type == "cuda")
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
+
+@torch.no_grad()
+def _apply(model: VAE3D, data: Any, fn: Callable[[VAE3D, torch.Tensor], torch.Tensor], out_shape: tuple[int, ...],
+           batch_size: int, device: str | torch.device | None, amp: bool, num_workers: int) -> np.ndarray:
+    from micropipe.device import pick_device
+    positive_int(batch_size, "batch_size")
+    dataset = as_dataset(data, model.config, "data")
+    own = next(model.parameters()).device
+    device = own if device is None else pick_device(str(device))
+    if device != own:
+        import copy
+        model = copy.deepcopy(model).to(device)
+    was_training = model.training
+    model.eval()
+    amp_dtype = None
+    if amp and device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    out = np.empty((len(dataset), *out_shape), np.float32)
+    i = 0
+    try:
+        for x in data_loader(dataset, batch_size, None, num_workers, device):
+            with autocast(device, amp_dtype):
+                y = fn(model, x.to(device, non_blocking=True))
+            out[i:i + len(x)] = y.float().cpu().numpy()
+            i += len(x)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def encode_mean(model: VAE3D, data: Any, batch_size: int = 32, device: str | torch.device | None = None,
+                amp: bool = True, num_workers: int = 0) -> np.ndarray:
+    """Fingerprints: the encoder mean ``mu`` of each VE (§2.2.1), BatchNorm in eval mode, no sampling.
+
+    Parameters
+    ----------
+    model : VAE3D
+        Not modified (a copy moves when ``device`` differs from its own).
+    data : Dataset or array_like, shape (n, C, N, N, N)
+        As ``train_data`` of :func:`micropipe.train.vae.train`.
+    batch_size : int
+        VEs per forward pass (does not change the result beyond floating-point rounding).
+    device : str, torch.device or None
+        None runs on the model's device.
+    amp : bool
+        bfloat16 (float16 without bf16 support) autocast on CUDA: ~3 significant digits; False for float32.
+
+    Returns
+    -------
+    mu : numpy.ndarray, shape (n, latent_dim), float32
+    """
+    return _apply(model, data, lambda m, x: m.encode(x)[0], (model.config.latent_dim,), batch_size, device, amp,
+                  num_workers)
+
+
+def reconstruct(model: VAE3D, data: Any, batch_size: int = 32, device: str | torch.device | None = None,
+                amp: bool = True, num_workers: int = 0) -> np.ndarray:
+    """Deterministic reconstructions ``decode(mu)``, values in (0, 1), as :func:`encode_mean`.
+
+    Returns
+    -------
+    x_hat : numpy.ndarray, shape (n, C, N, N, N), float32
+    """
+    return _apply(model, data, VAE3D.reconstruct, model.config.input_shape, batch_size, device, amp,
+                  num_workers)

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from micropipe.params import FromDict
+from micropipe.params import FromDict, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ class GeneratorConfig(FromDict):
     def __post_init__(self):
         _n_blocks(self.out_size, "out_size")
         for name in ("filters", "z_dim", "w_dim", "mapping_layers"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"invalid {name} {getattr(self, name)!r}; expected a positive integer")
+            positive_int(getattr(self, name), name)
         if not self.mapping_lr_mul > 0:
             raise ValueError(f"invalid mapping_lr_mul {self.mapping_lr_mul!r}; expected > 0")
         if not self.value_max > self.value_min:
@@ -126,8 +125,7 @@ class DiscriminatorConfig(FromDict):
 
     def __post_init__(self):
         _n_blocks(self.in_size, "in_size")
-        if not isinstance(self.filters, int) or self.filters < 1:
-            raise ValueError(f"invalid filters {self.filters!r}; expected a positive integer")
+        positive_int(self.filters, "filters")
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"invalid topology {self.topology!r}; expected one of {TOPOLOGIES}")
 
@@ -259,6 +257,23 @@ class Generator(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = "cpu") -> Generator:
+        """The generator of a WGAN checkpoint (:func:`micropipe.train.wgan.train`), rebuilt from the config stored
+        in it, in eval mode (``generator.config`` is that config). Needs neither the training loop nor the critic.
+        """
+        from micropipe.models.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path, kind=KIND)
+        generator = cls(GeneratorConfig.from_dict(ckpt["config"]["generator"]))
+        generator.load_state_dict(ckpt["model"]["generator"])
+        if device is not None:
+            from micropipe.device import pick_device
+            generator = generator.to(pick_device(str(device)))
+        log.info("loaded %s generator (%s, %d parameters) from %s at step %d",
+                 KIND, generator.config, generator.n_params(), path, ckpt["step"])
+        return generator.eval()
+
 class ResConvBlock(nn.Module):
     """N_ResConv of Eq. (28): ``lrelu(avgpool(conv3(lrelu(conv3(x))) + conv1(x)))``, halving the edge length.
 
@@ -345,21 +360,3 @@ def sample(generator: Generator, n: int, batch: int = 8, rng_seed: int | None = 
         v = generator(z[i:i + batch].to(device))[:, 0]
         out[i:i + batch] = (v > generator.threshold).to(torch.uint8).cpu().numpy()
     return out
-
-
-def load_generator(path: str | Path, device: str | torch.device | None = "cpu") -> tuple[Generator, GeneratorConfig]:
-    """Generator of a WGAN checkpoint, rebuilt from the config stored in it; in eval mode.
-
-    Needs neither the training loop nor the critic.
-    """
-    from micropipe.train.checkpoint import load_checkpoint
-    ckpt = load_checkpoint(path, kind=KIND)
-    config = GeneratorConfig.from_dict(ckpt["config"]["generator"])
-    generator = Generator(config)
-    generator.load_state_dict(ckpt["model"]["generator"])
-    if device is not None:
-        from micropipe.device import pick_device
-        generator = generator.to(pick_device(str(device)))
-    log.info("loaded %s generator (%s, %d parameters) from %s at step %d",
-             KIND, config, generator.n_params(), path, ckpt["step"])
-    return generator.eval(), config

@@ -47,8 +47,8 @@ import torch
 from micropipe.crystal import lattice
 from micropipe.crystal.material import Phase
 from micropipe.crystal.numerics import Numerics
-from micropipe.device import DTYPE, batched_solve
 from micropipe.crystal.tensors import VOIGT_PAIRS
+from micropipe.device import DTYPE, batched_solve
 
 CAP_FACTOR = 10.0
 """No slip system may start the L_p iteration shearing faster than this times the deformation rate."""

@@ -34,16 +34,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from micropipe.crystal.tensors import bulk_shear, isotropic_part, isotropic_stiffness, voigt_from_mandel
 from micropipe.device import DTYPE, pick_device
 from micropipe.spectral import grid
-from micropipe.crystal.tensors import bulk_shear, isotropic_part, isotropic_stiffness, voigt_from_mandel
 
 log = logging.getLogger(__name__)
 
@@ -405,6 +405,28 @@ class Homogenization:
     def C_voigt(self) -> np.ndarray:
         """Effective stiffness in Voigt notation (tensor components C_ijkl), shape (B, 6, 6)."""
         return voigt_from_mandel(self.C)
+
+    def to_record(self, index: int | None = None) -> dict[str, Any]:
+        """The result as JSON-ready data, the one shape in which every step and the CLI write it.
+
+        ``C_voigt``, ``C_mandel`` (unit of the input stiffness), ``iterations``, ``residual`` and ``tol``, with
+        ``order`` naming the component order; of every volume ((B, 6, 6), (B, 6)) or, with ``index``, of one
+        ((6, 6), (6,)). :meth:`from_record` reads it back.
+        """
+        part = slice(None) if index is None else index
+        return {"order": "11 22 33 23 13 12", "C_voigt": self.C_voigt()[part].tolist(),
+                "C_mandel": np.asarray(self.C)[part].tolist(), "iterations": np.asarray(self.iterations)[part].tolist(),
+                "residual": np.asarray(self.residual)[part].tolist(), "tol": float(self.tol)}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Homogenization:
+        """The result of a :meth:`to_record` record (of one volume or of several; always batched here)."""
+        C = np.asarray(record["C_mandel"], float)
+        if C.shape[-2:] != (6, 6):
+            raise ValueError(f"stiffness record: field 'C_mandel' has shape {C.shape}, expected (..., 6, 6)")
+        batch = C.reshape(-1, 6, 6)
+        return cls(C=batch, iterations=np.asarray(record["iterations"]).reshape(len(batch), 6),
+                   residual=np.asarray(record["residual"], float).reshape(len(batch), 6), tol=float(record["tol"]))
 
 
 def homogenize(stiffness: StiffnessField, *, tol: float = TOL, max_iter: int = MAX_ITER, fields: bool = False,

@@ -1,5 +1,6 @@
 """Training loop of the ResNet3D VAE of seed 003 (loss §2.2.3, Adam §2.2.2 and §3.1) with resumable
-checkpoints, and the fingerprint ``mu`` of trained models (§2.2.1).
+checkpoints. Loading a trained VAE and its fingerprints ``mu`` (§2.2.1) are the model's
+(:meth:`micropipe.models.vae3d.VAE3D.from_checkpoint`, :func:`micropipe.models.vae3d.encode_mean`).
 
 Per epoch: one pass over the training VEs in a random order (batches of ``batch_size``, the last
 incomplete one dropped), then a deterministic validation pass (BatchNorm in eval mode, ``z = mu``). The
@@ -24,15 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from micropipe.models.vae3d import KIND, VAE3D, VAEConfig
+from micropipe.models.checkpoint import check_config, load_checkpoint, save_checkpoint
+from micropipe.models.vae3d import KIND, VAE3D, VAEConfig, as_dataset, autocast, data_loader
 from micropipe.params import FromDict
 from micropipe.train import loss_log
-from micropipe.train.checkpoint import check_config, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -230,65 +230,6 @@ class TrainResult:
     data: dict[str, Any]
 
 
-class ArrayDataset(Dataset):
-    """VEs of an array of shape (n, C, N, N, N) (numpy, memmap or h5py dataset), one float32 tensor per item."""
-
-    def __init__(self, volumes: Any):
-        self.volumes = volumes
-
-    def __len__(self) -> int:
-        return len(self.volumes)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.volumes[i], dtype=np.float32))
-
-
-def _item(item: Any) -> torch.Tensor:
-    """A dataset item as a float tensor: the item itself, or the first element of a tuple (x, label, ...)."""
-    if isinstance(item, (tuple, list)):
-        item = item[0]
-    return torch.as_tensor(item, dtype=torch.float32)
-
-
-def _collate(items: list[Any]) -> torch.Tensor:
-    return torch.stack([_item(it) for it in items])
-
-
-def _as_dataset(data: Any, config: VAEConfig, what: str) -> Dataset:
-    """``data`` as a Dataset of (C, N, N, N) items; arrays are checked whole, datasets by their first item."""
-    shape = config.input_shape
-    if isinstance(data, torch.Tensor):
-        data = data.detach().cpu().numpy()
-    if isinstance(data, np.ndarray):
-        if data.ndim != 5 or data.shape[1:] != shape or len(data) < 1:
-            raise ValueError(f"invalid {what} of shape {data.shape}; expected (n, {', '.join(map(str, shape))})")
-        if not np.issubdtype(data.dtype, np.floating):
-            raise ValueError(f"invalid {what} dtype {data.dtype}; expected float32 values in [0, 1]")
-        lo, hi = float(data.min()), float(data.max())
-        if not (0 <= lo and hi <= 1):
-            raise ValueError(f"invalid {what} values in [{lo}, {hi}]; expected [0, 1] (Euler angles / (2 pi, pi, "
-                             f"2 pi))")
-        return ArrayDataset(data)
-    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
-        raise ValueError(f"invalid {what} of type {type(data).__name__}; expected a torch Dataset or an array")
-    if len(data) < 1:
-        raise ValueError(f"invalid {what}: empty dataset")
-    first = tuple(_item(data[0]).shape)
-    if first != shape:
-        raise ValueError(f"invalid {what} item of shape {first}; expected {shape}")
-    return data
-
-
-def _loader(dataset: Dataset, batch_size: int, order: list[int] | None, num_workers: int,
-            device: torch.device) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, sampler=order, shuffle=False, num_workers=num_workers,
-                      collate_fn=_collate, pin_memory=device.type == "cuda")
-
-
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
-
-
 def _stats(model: VAE3D, x: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(prediction, target) of the auxiliary head, or None for a model without it."""
     return (model.predict_stats(mu), model.channel_stats(x)) if model.config.stats_head else None
@@ -305,7 +246,7 @@ def train_step(model: VAE3D, optimizer: torch.optim.Optimizer, scaler: torch.amp
     reparameterisation noise.
     """
     model.train()
-    with _autocast(x.device, amp_dtype):
+    with autocast(x.device, amp_dtype):
         x_hat, mu, logvar = model(x, generator)
     losses = vae_loss(x, x_hat, mu, logvar, alpha, kl_weight, _stats(model, x, mu), stats_weight)
     optimizer.zero_grad(set_to_none=True)
@@ -326,9 +267,9 @@ def _evaluate(model: VAE3D, dataset: Dataset, batch_size: int, num_workers: int,
     """Mean loss terms over ``dataset`` with ``z = mu`` and BatchNorm in eval mode."""
     model.eval()
     sums, count = torch.zeros(len(LOSS_TERMS), dtype=torch.float64, device=device), 0
-    for x in _loader(dataset, batch_size, None, num_workers, device):
+    for x in data_loader(dataset, batch_size, None, num_workers, device):
         x = x.to(device, non_blocking=True)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             mu, logvar = model.encode(x)
             x_hat = model.decode(mu)
         losses = vae_loss(x, x_hat, mu, logvar, alpha, kl_weight, _stats(model, x, mu), stats_weight)
@@ -341,7 +282,7 @@ def _evaluate(model: VAE3D, dataset: Dataset, batch_size: int, num_workers: int,
 def _channel_mean_stats(dataset: Dataset, batch_size: int, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation over ``dataset`` of :meth:`VAE3D.channel_means`, each (C,) float32 on the CPU;
     a standard deviation of 0 (a constant channel) becomes 1."""
-    means = torch.cat([VAE3D.channel_means(x) for x in _loader(dataset, batch_size, None, num_workers,
+    means = torch.cat([VAE3D.channel_means(x) for x in data_loader(dataset, batch_size, None, num_workers,
                                                                torch.device("cpu"))]).double()
     std = means.std(dim=0, unbiased=False) if len(means) > 1 else torch.zeros(means.shape[1], dtype=torch.float64)
     return means.mean(dim=0).float(), torch.where(std > 0, std, torch.ones_like(std)).float()
@@ -394,8 +335,8 @@ def train(train_data: Any, val_data: Any, out_dir: str | Path, model_config: VAE
     if tc.stats_weight > 0 and not config.stats_head:
         raise ValueError(f"invalid stats_weight {tc.stats_weight!r} for a model without the auxiliary head; "
                          f"set stats_head: true in the model config, or stats_weight 0")
-    train_ds = _as_dataset(train_data, config, "train_data")
-    val_ds = None if val_data is None else _as_dataset(val_data, config, "val_data")
+    train_ds = as_dataset(train_data, config, "train_data")
+    val_ds = None if val_data is None else as_dataset(val_data, config, "val_data")
     n_train = len(train_ds)
     batch = min(tc.batch_size, n_train)
     n_batches = n_train // batch
@@ -470,7 +411,7 @@ def train(train_data: Any, val_data: Any, out_dir: str | Path, model_config: VAE
         sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64, device=device)
         bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch", leave=False,
                    disable=not interactive, file=sys.stderr)
-        for x in _loader(train_ds, batch, order, tc.num_workers, device):
+        for x in data_loader(train_ds, batch, order, tc.num_workers, device):
             losses = train_step(model, optimizer, scaler, x.to(device, non_blocking=True), alpha=tc.alpha,
                                 kl_weight=tc.kl_weight, stats_weight=tc.stats_weight, amp_dtype=amp_dtype,
                                 generator=rng)
@@ -533,88 +474,3 @@ def _warn_changes(ckpt: dict[str, Any], run_config: dict[str, Any], data_info: d
             log.warning("resuming with changed %s settings (%s)", part, str(err).split("differs in ", 1)[-1])
 
 
-def load_vae(path: str | Path | Mapping[str, Any], device: str | torch.device | None = None
-             ) -> tuple[VAE3D, VAEConfig]:
-    """VAE of a checkpoint (``best.pt`` or ``checkpoint.pt``), rebuilt from its stored config; eval mode.
-
-    ``path`` may also be a checkpoint already read with :func:`~micropipe.train.checkpoint.load_checkpoint`
-    (2.5 GB at paper scale: read it once when its other fields are needed too). ``device`` as
-    :func:`micropipe.device.pick_device` (None: CUDA when available).
-    """
-    from micropipe.device import pick_device
-    loaded = isinstance(path, Mapping)
-    ckpt = path if loaded else load_checkpoint(path, kind=KIND)
-    config = VAEConfig.from_dict(ckpt["config"]["model"])
-    model = VAE3D(config)
-    model.load_state_dict(ckpt["model"])
-    model.to(pick_device(None if device is None else str(device)))
-    log.info("loaded %s (%s, %d parameters) from %s at epoch %d", KIND, config, model.n_params(),
-             "a loaded checkpoint" if loaded else path, ckpt["step"])
-    return model.eval(), config
-
-
-@torch.no_grad()
-def _apply(model: VAE3D, data: Any, fn: Callable[[VAE3D, torch.Tensor], torch.Tensor], out_shape: tuple[int, ...],
-           batch_size: int, device: str | torch.device | None, amp: bool, num_workers: int) -> np.ndarray:
-    from micropipe.device import pick_device
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"invalid batch_size {batch_size!r}; expected a positive integer")
-    dataset = _as_dataset(data, model.config, "data")
-    own = next(model.parameters()).device
-    device = own if device is None else pick_device(str(device))
-    if device != own:
-        import copy
-        model = copy.deepcopy(model).to(device)
-    was_training = model.training
-    model.eval()
-    amp_dtype = None
-    if amp and device.type == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    out = np.empty((len(dataset), *out_shape), np.float32)
-    i = 0
-    try:
-        for x in _loader(dataset, batch_size, None, num_workers, device):
-            with _autocast(device, amp_dtype):
-                y = fn(model, x.to(device, non_blocking=True))
-            out[i:i + len(x)] = y.float().cpu().numpy()
-            i += len(x)
-    finally:
-        model.train(was_training)
-    return out
-
-
-def encode_mean(model: VAE3D, data: Any, batch_size: int = 32, device: str | torch.device | None = None,
-                amp: bool = True, num_workers: int = 0) -> np.ndarray:
-    """Fingerprints: the encoder mean ``mu`` of each VE (§2.2.1), BatchNorm in eval mode, no sampling.
-
-    Parameters
-    ----------
-    model : VAE3D
-        Not modified (a copy moves when ``device`` differs from its own).
-    data : Dataset or array_like, shape (n, C, N, N, N)
-        As ``train_data`` of :func:`train`.
-    batch_size : int
-        VEs per forward pass (does not change the result beyond floating-point rounding).
-    device : str, torch.device or None
-        None runs on the model's device.
-    amp : bool
-        bfloat16 (float16 without bf16 support) autocast on CUDA: ~3 significant digits; False for float32.
-
-    Returns
-    -------
-    mu : numpy.ndarray, shape (n, latent_dim), float32
-    """
-    return _apply(model, data, lambda m, x: m.encode(x)[0], (model.config.latent_dim,), batch_size, device, amp,
-                  num_workers)
-
-
-def reconstruct(model: VAE3D, data: Any, batch_size: int = 32, device: str | torch.device | None = None,
-                amp: bool = True, num_workers: int = 0) -> np.ndarray:
-    """Deterministic reconstructions ``decode(mu)``, values in (0, 1), as :func:`encode_mean`.
-
-    Returns
-    -------
-    x_hat : numpy.ndarray, shape (n, C, N, N, N), float32
-    """
-    return _apply(model, data, VAE3D.reconstruct, model.config.input_shape, batch_size, device, amp,
-                  num_workers)

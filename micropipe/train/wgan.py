@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from micropipe.models.checkpoint import check_config, load_checkpoint, save_checkpoint
 from micropipe.models.wgan3d import KIND, Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from micropipe.train import loss_log
-from micropipe.train.checkpoint import check_config, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -44,8 +44,8 @@ import damask
 import numpy as np
 from scipy import special
 
-from micropipe.ve import texture as tex
 from micropipe.crystal import LATTICES
+from micropipe.ve import texture as tex
 from micropipe.ve.volume import VolumeElement
 
 log = logging.getLogger(__name__)

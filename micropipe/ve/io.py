@@ -34,8 +34,8 @@ import numpy as np
 
 import micropipe
 from micropipe import provenance as _provenance
-from micropipe.store import atomic_path
 from micropipe.crystal import LATTICES, check_lattice
+from micropipe.store import atomic_path
 from micropipe.ve.volume import EULER_NORM, VolumeElement, check_euler_range, validate
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from scipy import special
 
 from micropipe.ve import texture as tex
 from micropipe.ve.generator import GeneratorConfig
-from micropipe.ve.volume import VolumeElement
+from micropipe.ve.volume import EULER_NORM, VolumeElement
 
 MACKENZIE_SAMPLES = 10000
 """Random pairs used for the Mackenzie reference in :func:`summarize`."""
@@ -339,3 +339,46 @@ def summarize(ves: Sequence[VolumeElement], config: GeneratorConfig,
         out["second_phase_fraction"] = {"measured_mean": float(np.mean([m["phase1_fraction"] for m in measured])),
                                         "target": config.second_phase_fraction}
     return out
+
+
+TEXTURE_DESCRIPTORS = ("mean_phi1", "mean_Phi", "mean_phi2", "cos2_Phi", "schmid_max_z")
+"""Per-VE texture descriptors kept beside each fingerprint, never fed to a network; volume averages over the
+grains of: the three normalised Euler channels (what the VAE sees, averaged); cos^2 Phi, the alignment of the
+crystal c axis ([001] for cubic lattices) with the load axis z; and the largest Schmid factor for tension along z
+over the lattice's primary slip family (basal <a> for hP, {111}<110> for cF, {110}<111> for cI), which sets where
+a grain yields. They say what a fingerprint encodes (:func:`micropipe.metrics.latent.fingerprint_probe`) and how
+much of the CP response texture alone explains (:func:`micropipe.studies.cp_surrogate.surrogate.texture_reference`)."""
+
+PRIMARY_SLIP_FAMILY = {"hP": [3], "cF": [12], "cI": [12]}
+"""``N_sl`` that selects the first slip family of each lattice (DAMASK's order)."""
+
+
+def texture_descriptors(grain_ids: np.ndarray, euler: np.ndarray, lattice: str) -> np.ndarray:
+    """:data:`TEXTURE_DESCRIPTORS` of n VEs, float32 (n, 5).
+
+    Parameters
+    ----------
+    grain_ids : array of int, shape (n, X, Y, Z)
+        Grain of every voxel, 0-based.
+    euler : numpy.ndarray, shape (n, G, 3)
+        Fundamental-zone Bunge Euler angles per grain divided by (2 pi, pi, 2 pi) (rows past a VE's own grains
+        are ignored).
+    lattice : str
+        ``cF``, ``cI`` or ``hP``.
+    """
+    import damask
+
+    from micropipe.crystal.lattice import schmid_factors
+
+    if lattice not in PRIMARY_SLIP_FAMILY:
+        raise ValueError(f"lattice {lattice!r}: expected one of {sorted(PRIMARY_SLIP_FAMILY)}")
+    n, G = euler.shape[:2]
+    w = np.stack([np.bincount(np.asarray(g).ravel(), minlength=G)[:G] for g in grain_ids]).astype(float)
+    w /= w.sum(axis=1, keepdims=True)
+    radians = euler.astype(float) * EULER_NORM
+    q = damask.Rotation.from_Euler_angles(radians.reshape(-1, 3)).quaternion.reshape(n, G, 4)
+    # the basal <a> Schmid factor does not depend on c/a: the ideal ratio stands in for the material's
+    c_a = np.sqrt(8.0 / 3.0) if lattice == "hP" else None
+    m = np.abs(schmid_factors(q, lattice, N_sl=PRIMARY_SLIP_FAMILY[lattice], c_a=c_a)).max(axis=-1)
+    per_grain = np.concatenate([euler.astype(float), np.cos(radians[..., 1:2]) ** 2, m[..., None]], axis=-1)
+    return np.einsum("ng,ngk->nk", w, per_grain).astype(np.float32)

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from micropipe.params import positive_int
+
 log = logging.getLogger(__name__)
 
 PAPER_SPHERES = {"shape": (32, 32, 32), "radius": 4.0, "volume_fraction": 0.2}
@@ -41,12 +43,6 @@ MAX_ATTEMPTS_PER_SPHERE = 2000
 # --------------------------------------------------------------------------------------------------
 # validation helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"field '{name}': expected a positive int, got {value!r}")
-    return int(value)
 
 
 def _shape3(shape: Any, name: str = "shape") -> tuple[int, int, int]:
@@ -214,7 +210,7 @@ def sphere_volumes(n: int, shape: Sequence[int] | int = (32, 32, 32), radius: fl
     ValueError
         Bad parameter, or the target fraction cannot be reached (RSA jamming).
     """
-    n = _positive_int(n, "n")
+    n = positive_int(n, "n")
     shape = _shape3(shape)
     try:
         radius = float(radius)
@@ -361,7 +357,7 @@ def latin_hypercube_subvolumes(volume: Any, n: int, size: int | Sequence[int] = 
     """
     from scipy.stats import qmc
 
-    n = _positive_int(n, "n")
+    n = positive_int(n, "n")
     sub = _shape3(size, "size")
     source = str(volume) if isinstance(volume, str | os.PathLike) else "volume"
     if isinstance(volume, str | os.PathLike):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -11,8 +10,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.collections import LineCollection
 
-from micropipe.report import Report
-from micropipe.ve import dataset, stats
+from micropipe.datasets import ve as dataset
+from micropipe.report import BuiltReport, Report, histogram_figure, image_grid
+from micropipe.ve import stats
 from micropipe.ve.generator import GeneratorConfig
 from micropipe.ve.volume import VolumeElement
 
@@ -22,20 +22,13 @@ N_SLICES = 4
 """VEs shown as mid-plane slices."""
 
 
-@dataclasses.dataclass
-class BuiltReport:
-    report: Report
-    summary: dict[str, Any]
-    metrics: dict[str, float]
-
-
 def dataset_report(manifest: dict[str, Any], max_ves: int = 200) -> BuiltReport:
     """Measure up to ``max_ves`` VEs of a gathered dataset and build the report.
 
     Parameters
     ----------
     manifest : dict
-        From :func:`micropipe.ve.dataset.gather` / :func:`~micropipe.ve.dataset.load_manifest`.
+        From :func:`micropipe.datasets.ve.gather` / :func:`~micropipe.datasets.ve.load_manifest`.
     max_ves : int
         VEs measured (the first ones by id); the report says how many of how many.
     """
@@ -74,7 +67,7 @@ def dataset_report(manifest: dict[str, Any], max_ves: int = 200) -> BuiltReport:
                                          "sample z direction.")
     r.section("Generator parameters").json(config.to_dict())
     r.section("Provenance").json(prov)
-    return BuiltReport(report=r, summary=summary, metrics=metrics_of(summary, manifest))
+    return BuiltReport(report=r, metrics=metrics_of(summary, manifest), summary=summary)
 
 
 def comparison_rows(summary: dict[str, Any], config: GeneratorConfig) -> list[dict[str, Any]]:
@@ -145,12 +138,9 @@ def _esd_figure(per_grain: list[dict[str, Any]], config: GeneratorConfig):
 
 def _grain_count_figure(ves: list[VolumeElement], config: GeneratorConfig):
     counts = np.array([ve.N_grains for ve in ves])
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.hist(counts, bins=np.arange(counts.min() - 0.5, counts.max() + 1.5), alpha=0.7)
-    ax.axvline(config.expected_grains, color="k", ls="--")
-    ax.set_xlabel("grains per VE")
-    ax.set_ylabel("VEs")
-    return fig
+    return histogram_figure({"": counts}, bins=np.arange(counts.min() - 0.5, counts.max() + 1.5),
+                            xlabel="grains per VE", ylabel="VEs", marks={"": config.expected_grains},
+                            figsize=(6, 3))
 
 
 def _axis_figure(per_grain: list[dict[str, Any]], config: GeneratorConfig):
@@ -226,16 +216,14 @@ def _misorientation_figure(measured: list[dict[str, Any]], config: GeneratorConf
 
 
 def _slices_figure(ves: list[VolumeElement], config: GeneratorConfig):
-    fig, axes = plt.subplots(1, len(ves), figsize=(3.2 * len(ves), 3.4), squeeze=False)
-    axes[0, 0].set_ylabel("y")
-    for ax, ve in zip(axes[0], ves, strict=True):
-        z = ve.cells[2] // 2
-        ids = ve.grain_ids[:, :, z]
-        colors = damask.Orientation.from_Euler_angles(phi=ve.euler, lattice=ve.lattice).IPF_color([0, 0, 1])
-        ax.imshow(np.swapaxes(colors[ids], 0, 1), origin="lower", interpolation="nearest")
-        ax.add_collection(LineCollection(_boundary_segments(ids), colors="k", linewidths=0.6))
-        ax.set_title(f"{ve.N_grains} grains, z = {z}", fontsize=9)
-        ax.set_xlabel("x")
+    mids = [ve.cells[2] // 2 for ve in ves]
+    ids = [ve.grain_ids[:, :, z] for ve, z in zip(ves, mids, strict=True)]
+    colors = [damask.Orientation.from_Euler_angles(phi=ve.euler, lattice=ve.lattice).IPF_color([0, 0, 1])[i]
+              for ve, i in zip(ves, ids, strict=True)]
+    fig = image_grid([colors], col_titles=[f"{ve.N_grains} grains, z = {z}" for ve, z in zip(ves, mids, strict=True)],
+                     panel=(3.2, 3.4), ticks=True, xlabel="x", ylabel="y")
+    for ax, i in zip(fig.axes, ids, strict=True):
+        ax.add_collection(LineCollection(_boundary_segments(i), colors="k", linewidths=0.6))
     return fig
 
 

@@ -12,28 +12,29 @@ how the dataset was split into shards or on which machine a shard ran.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from micropipe import provenance, store
+from micropipe import backends, provenance, store
+from micropipe.datasets.shards import Kind, plan
 from micropipe.ve import io
 from micropipe.ve.generator import GeneratorConfig, generate_many, ve_seed
 from micropipe.ve.volume import VolumeElement
 
 log = logging.getLogger(__name__)
 
+KIND = Kind(format="micropipe-ve-dataset", suffix=".h5",
+            missing_shard="dataset {dataset_uri}: shard {index} ({uri}) is missing; expected {n_shards} shards for "
+                          "n_ve={n_ve}, shard_size={shard_size}")
+"""VE datasets: HDF5 shards (:func:`micropipe.ve.io.write_shard`) at the dataset's root, then ``manifest.json``."""
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "micropipe-ve-dataset"
-BACKENDS = ("builtin", "dream3d")
-"""VE generators: the built-in Laguerre generator, or DREAM.3D's PipelineRunner (the dream3d image)."""
 
 
 def shard_name(index: int) -> str:
-    return f"shards/shard-{index:05d}.h5"
+    return KIND.shard_name(index)
 
 
 def ve_id(index: int) -> str:
@@ -42,27 +43,21 @@ def ve_id(index: int) -> str:
 
 def shard_ranges(n_ve: int, shard_size: int) -> list[tuple[int, int]]:
     """Half-open VE index ranges ``[start, stop)`` of every shard."""
-    if int(n_ve) < 1:
-        raise ValueError(f"n_ve must be a positive integer, got {n_ve!r}")
-    if int(shard_size) < 1:
-        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
-    return [(s, min(s + shard_size, n_ve)) for s in range(0, n_ve, shard_size)]
+    return plan(n_ve, shard_size, "n_ve")
 
 
 def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: unknown VE generator {backend!r}; expected one of {', '.join(BACKENDS)}")
-    return backend
+    """``backend`` if it names a VE generator (:func:`micropipe.backends.get`), else a ``ValueError``."""
+    return backends.get("ve", backend).name
 
 
 def generate_ves(config: GeneratorConfig, seed: int, indices: Iterable[int],
                  backend: str = "builtin") -> Iterator[tuple[int, VolumeElement]]:
     """``(index, VE)`` for each index; VE ``i`` is made from ``ve_seed(seed, i)`` by ``backend``."""
-    if check_backend(backend) == "builtin":
+    dream3d = backends.get("ve", backend).load()
+    if dream3d is None:
         yield from generate_many(config, seed, indices)
         return
-    from micropipe.backends import dream3d
-
     with tempfile.TemporaryDirectory(prefix="micropipe-dream3d-") as tmp:
         for i in indices:
             yield i, dream3d.generate(config, ve_seed(seed, i), Path(tmp) / ve_id(i))
@@ -72,7 +67,7 @@ def write_shard(dataset_uri: str, shard_index: int, *, n_ve: int, shard_size: in
                 generator: dict[str, Any], seed: int, backend: str = "builtin") -> str:
     """Generate the VEs of one shard and write them to ``<dataset_uri>/shards/``; returns the shard URI.
 
-    The shard appears only when complete (see :func:`micropipe.store.staged_output`).
+    The shard appears only when complete (see :meth:`micropipe.datasets.shards.Kind.write_shard`).
     """
     check_backend(backend)
     ranges = shard_ranges(n_ve, shard_size)
@@ -86,11 +81,15 @@ def write_shard(dataset_uri: str, shard_index: int, *, n_ve: int, shard_size: in
                                params={"generator": config.to_dict(), "backend": backend, "n_ve": n_ve,
                                        "shard_size": shard_size, "shard_index": shard_index,
                                        "ve_range": [start, stop]})
-    uri = store.join(dataset_uri, shard_name(shard_index))
-    with store.staged_output(uri) as path:
-        io.write_shard(path, ves, provenance=record)
+    uri = KIND.write_shard(dataset_uri, shard_index, lambda path: io.write_shard(path, ves, provenance=record))
     log.info("wrote %d VEs to %s", len(ves), uri)
     return uri
+
+
+def shard_record(path: str | Path) -> dict[str, Any]:
+    """The provenance record of a complete HDF5 VE shard (what made it); ``ValueError`` for an unreadable or
+    incomplete shard."""
+    return io.shard_info(path)["provenance"]
 
 
 def gather(dataset_uri: str, *, n_ve: int, shard_size: int, generator: dict[str, Any],
@@ -103,49 +102,33 @@ def gather(dataset_uri: str, *, n_ve: int, shard_size: int, generator: dict[str,
         A shard is missing, incomplete, or holds other VE ids than its range.
     """
     ranges = shard_ranges(n_ve, shard_size)
-    shards = []
-    for index, (start, stop) in enumerate(ranges):
-        uri = store.join(dataset_uri, shard_name(index))
-        if not store.exists(uri):
-            raise ValueError(f"dataset {dataset_uri}: shard {index} ({uri}) is missing; "
-                             f"expected {len(ranges)} shards for n_ve={n_ve}, shard_size={shard_size}")
+
+    def check(index: int, uri: str) -> dict[str, Any]:
+        start, stop = ranges[index]
         with store.local_copy(uri) as path:
             info = io.shard_info(path)
         expected = [ve_id(i) for i in range(start, stop)]
         if list(info["ids"]) != expected:
             raise ValueError(f"{uri}: holds VE ids {info['ids'][:3]}..., expected {expected[0]} ... {expected[-1]}")
-        shards.append({"path": shard_name(index), "n_ve": stop - start, "first": expected[0],
-                       "last": expected[-1], "cells": info.get("cells")})
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "format_version": 1,
-        "uri": dataset_uri,
+        return {"path": shard_name(index), "n_ve": stop - start, "first": expected[0], "last": expected[-1],
+                "cells": info.get("cells")}
+
+    shards = KIND.check_shards(dataset_uri, len(ranges), check, n_ve=n_ve, shard_size=shard_size)
+    manifest = KIND.write_manifest(dataset_uri, {
         "n_ve": n_ve,
         "shard_size": shard_size,
         "shards": shards,
         "provenance": provenance.record(seed=seed, step="ve.gather",
                                         params={"generator": GeneratorConfig.from_dict(generator).to_dict(),
                                                 "backend": backend, "n_ve": n_ve, "shard_size": shard_size}),
-    }
-    store.write_text(store.join(dataset_uri, MANIFEST), json.dumps(manifest, indent=1))
+    })
     log.info("gathered %d shards (%d VEs) into %s", len(shards), n_ve, dataset_uri)
     return manifest
 
 
 def load_manifest(dataset_uri: str) -> dict[str, Any]:
     """The manifest of a gathered dataset; a clear error if it is missing or malformed."""
-    uri = store.join(dataset_uri, MANIFEST)
-    try:
-        manifest = json.loads(store.read_text(uri))
-    except store.KeyNotFoundError:
-        raise store.KeyNotFoundError(f"{uri}: no manifest; the dataset is incomplete or was never gathered") \
-            from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{uri}: not valid JSON ({err})") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{uri}: field 'format' is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-    manifest["uri"] = dataset_uri  # the dataset may have been moved since it was gathered
-    return manifest
+    return KIND.load_manifest(dataset_uri)
 
 
 def iter_ves(manifest: dict[str, Any], limit: int | None = None) -> Iterator[tuple[str, VolumeElement]]:

@@ -81,12 +81,15 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, *, kind: str | None = None, config: Any = None,
+def load_checkpoint(path: str | Path | Mapping[str, Any], *, kind: str | None = None, config: Any = None,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint`, and check it.
 
     Parameters
     ----------
+    path : str, Path or mapping
+        The file, or a checkpoint already in memory (e.g. one of the several in a predictor bundle), which is
+        checked the same way.
     kind : str or None
         Expected architecture name; another one raises ValueError.
     config : dataclass or mapping or None
@@ -95,10 +98,13 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None, config: Any = 
     map_location : str or torch.device
         Where tensors are loaded.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if isinstance(path, Mapping):
+        ckpt, path = dict(path), "a checkpoint in memory"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a {FORMAT} checkpoint (format {found!r})")

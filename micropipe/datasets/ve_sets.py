@@ -1,6 +1,6 @@
 """Seed 003's family of VE datasets: training, validation, the edge cases of §2.1.2 and the CP set.
 
-Every set is an ordinary VE dataset (:mod:`micropipe.ve.dataset`: HDF5 shards + manifest) under
+Every set is an ordinary VE dataset (:mod:`micropipe.datasets.ve`: HDF5 shards + manifest) under
 ``<dataset_uri>/sets/<name>``, so any tool that reads a VE dataset reads a set. The sets share one base
 generator (the training distribution); the edge cases change one thing each:
 
@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from micropipe import store
+from micropipe.datasets import ve as dataset
+from micropipe.datasets.shards import read_json
 from micropipe.params import integral_floats_to_int
-from micropipe.ve import dataset, io
 from micropipe.ve.generator import MORPHOLOGIES, GeneratorConfig
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ EDGE_CASES = MORPHOLOGY_EDGE_CASES + TEXTURE_EDGE_CASES
 SET_NAMES = ("train", "validation", *EDGE_CASES, "cp")
 INDEX = "sets.json"
 """Written last by :func:`gather`: the set URIs, counts and generators."""
+INDEX_FORMAT = "micropipe-ve-sets"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,24 +162,18 @@ def write_set_shard(dataset_uri: str, item: str, config: SetsConfig, backend: st
     uri_base = set_uri(dataset_uri, name)
     generator = config.generator_of(name).to_dict()
     seed = config.seed_of(name)
-    uri = store.join(uri_base, dataset.shard_name(index))
-    if store.exists(uri):
-        with store.local_copy(uri) as path:
-            try:
-                prov = io.shard_info(path)["provenance"]
-            except ValueError:
-                prov = {}
-        params = prov.get("params", {})
-        if (prov.get("seed") == seed and params.get("generator") == generator and params.get("backend") == backend
-                and params.get("n_ve") == config.count(name) and params.get("shard_size") == config.shard_size):
-            log.info("%s exists with the same generator and seed; not generated again", uri)
-            return uri
+    expected = {"seed": seed, "params.generator": generator, "params.backend": backend,
+                "params.n_ve": config.count(name), "params.shard_size": config.shard_size}
+    uri = dataset.KIND.shard_uri(uri_base, index)
+    if dataset.KIND.is_complete(uri, dataset.shard_record, expected):
+        log.info("%s exists with the same generator and seed; not generated again", uri)
+        return uri
     return dataset.write_shard(uri_base, index, n_ve=config.count(name), shard_size=config.shard_size,
                                generator=generator, seed=seed, backend=backend)
 
 
 def gather(dataset_uri: str, config: SetsConfig, backend: str = "builtin") -> dict[str, Any]:
-    """Gather every set (:func:`micropipe.ve.dataset.gather`), then write the index ``sets.json``."""
+    """Gather every set (:func:`micropipe.datasets.ve.gather`), then write the index ``sets.json``."""
     sets = {}
     for name in config.names:
         manifest = dataset.gather(set_uri(dataset_uri, name), n_ve=config.count(name),
@@ -185,7 +181,13 @@ def gather(dataset_uri: str, config: SetsConfig, backend: str = "builtin") -> di
                                   seed=config.seed_of(name), backend=backend)
         sets[name] = {"uri": manifest["uri"], "n_ve": manifest["n_ve"], "n_shards": len(manifest["shards"]),
                       "generator": config.generator_of(name).to_dict(), "seed": config.seed_of(name)}
-    index = {"format": "micropipe-ve-sets", "format_version": 1, "lattice": config.lattice,
+    index = {"format": INDEX_FORMAT, "format_version": 1, "lattice": config.lattice,
              "seed": config.seed, "sets": sets}
     store.write_text(store.join(dataset_uri, INDEX), json.dumps(index, indent=1))
     return index
+
+
+def load_index(dataset_uri: str) -> dict[str, Any]:
+    """The ``sets.json`` index of a family of VE sets (written by :func:`gather`)."""
+    return read_json(store.join(dataset_uri, INDEX), INDEX_FORMAT,
+                     "no VE set index; generate and gather the sets first")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from micropipe.cp_surrogate import PAPER
-from micropipe.report import Report
-from micropipe.ve.sets import EDGE_CASES, TEXTURE_EDGE_CASES
+from micropipe.datasets.ve_sets import EDGE_CASES, TEXTURE_EDGE_CASES
+from micropipe.report import BuiltReport, Report, image_grid, loss_figure, paper_rows
+from micropipe.studies.cp_dataset.report import stress_strain_figure
+from micropipe.train.vae import read_loss_log
+
+PAPER = {
+    "phi4_train": 0.008, "phi4_test": 0.009, "clustering_accuracy": 0.965,
+    "surrogate_mse_train": 2.9e-4, "surrogate_mse_test": 9.3e-4, "surrogate_mae_MPa": 2.75,
+    "surrogate_mae_MPa_std": 0.46, "inference_s_per_ve": 1e-4,
+}
+"""Seed 003's numbers (ResNet18, 64^3, 100k training VEs; surrogate on 40,000 / 8,401 Mg runs), for the report."""
 
 PAPER_PHI4 = {"train": 0.008, "validation": 0.009, "large_grains": 0.006, "small_grains": 0.072,
               "elongated": 0.009, "brass": 6e-3, "copper": 6e-3, "cube": 9e-4, "goss": 7e-4}
@@ -23,28 +30,18 @@ N_CURVES = 4
 """Test VEs whose predicted and true curves are drawn."""
 
 
-@dataclasses.dataclass
-class BuiltReport:
-    report: Report
-    metrics: dict[str, float]
-
-
-def _loss_rows(path: str | Path) -> list[dict[str, float]]:
-    from micropipe.train.vae import read_loss_log
-
-    return read_loss_log(path)
-
-
 def build_report(*, index: Mapping[str, Any], loss_log_path: str | Path, analysis: Mapping[str, Any],
                  results: pd.DataFrame, evaluation: Mapping[str, Any], preset: str = "") -> BuiltReport:
     """Assemble the report from the pipeline's artifacts.
 
     Parameters
     ----------
-    index : the VE sets' ``sets.json``; loss_log_path : the VAE's loss log CSV; analysis : :func:`analyze`'s
-    record; results : CP results of the CP set; evaluation : :func:`fit_and_save`'s record; preset : its name.
+    index : the VE sets' ``sets.json``; loss_log_path : the VAE's loss log CSV; analysis :
+    :func:`~micropipe.studies.cp_surrogate.analysis.analyze`'s
+    record; results : CP results of the CP set; evaluation : :func:`~micropipe.studies.cp_surrogate.surrogate.
+    fit_and_save`'s record; preset : its name.
     """
-    loss = _loss_rows(loss_log_path)
+    loss = read_loss_log(loss_log_path)
     ev_train, ev_test = evaluation["evaluation"]["train"], evaluation["evaluation"]["test"]
     phi4 = analysis["phi4"]
     clustering = analysis.get("clustering", {})
@@ -150,8 +147,9 @@ def build_report(*, index: Mapping[str, Any], loss_log_path: str | Path, analysi
                  f"(paper: {PAPER['clustering_accuracy']}).")
         rep.table(_confusion_rows(clustering), "Confusion: true texture (rows) against cluster (columns, matched).")
 
-    rep.section("Crystal plasticity").figure(_cp_figure(results), "sigma_zz against strain of every converged CP run "
-                                                                  "of the CP set, and their mean.")
+    rep.section("Crystal plasticity").figure(stress_strain_figure(results),
+                                             "sigma_zz against strain of every CP run of the CP set (converged ones "
+                                             "faint, non-converged dashed), and the mean ± one standard deviation.")
     rep.text(f"{n_conv} of {n_runs} runs converged. Non-converged runs are excluded from the surrogate, listed "
              f"below.")
     if evaluation["excluded"]:
@@ -173,7 +171,7 @@ def build_report(*, index: Mapping[str, Any], loss_log_path: str | Path, analysi
                                     "sets": {k: {"n_ve": v["n_ve"], "generator": v["generator"]}
                                              for k, v in sets.items()},
                                     "surrogate": evaluation.get("provenance", {})})
-    return BuiltReport(rep, {k: float(v) for k, v in metrics.items()})
+    return BuiltReport(report=rep, metrics={k: float(v) for k, v in metrics.items()})
 
 
 def _metric_rows(metrics: Mapping[str, float], phi4: Mapping[str, Any], clustering: Mapping[str, Any]
@@ -195,7 +193,7 @@ def _metric_rows(metrics: Mapping[str, float], phi4: Mapping[str, Any], clusteri
         ("inference time per VE (s)", metrics["inference_s_per_ve"], PAPER["inference_s_per_ve"]),
         ("CP runs converged", f"{int(metrics['cp_converged'])} / {int(metrics['cp_runs'])}", "48,401 / 50,000"),
     ]
-    return [{"metric": m, "this run": v, "paper": p} for m, v, p in rows]
+    return paper_rows(rows)
 
 
 def _confusion_rows(clustering: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -210,35 +208,19 @@ def _confusion_rows(clustering: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _loss_figure(loss: list[dict[str, float]]):
-    epochs = [r["epoch"] for r in loss]
     terms = ["total", "bce", "spectral", "kl"]
     if any(r.get("train_stats", 0) > 0 for r in loss):
         terms.append("stats")
-    fig, axes = plt.subplots(1, len(terms), figsize=(3.25 * len(terms), 3))
-    for ax, term in zip(axes, terms, strict=True):
-        ax.plot(epochs, [r[f"train_{term}"] for r in loss], label="train")
-        ax.plot(epochs, [r[f"val_{term}"] for r in loss], label="validation")
-        ax.set_title(term)
-        ax.set_xlabel("epoch")
-        ax.set_yscale("log" if all(r[f"train_{term}"] > 0 for r in loss) else "linear")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return loss_figure([r["epoch"] for r in loss],
+                       {term: {"train": [r[f"train_{term}"] for r in loss],
+                               "validation": [r[f"val_{term}"] for r in loss]} for term in terms})
 
 
 def _slices_figure(examples: Mapping[str, Any]):
     names = list(examples)
-    fig, axes = plt.subplots(2, len(names), figsize=(1.7 * len(names), 3.6), squeeze=False)
-    for k, name in enumerate(names):
-        for row, key in enumerate(("input", "reconstruction")):
-            img = np.clip(np.moveaxis(np.asarray(examples[name][key]), 0, -1), 0, 1)
-            axes[row, k].imshow(np.swapaxes(img, 0, 1), origin="lower", interpolation="nearest")
-            axes[row, k].set_xticks([])
-            axes[row, k].set_yticks([])
-        axes[0, k].set_title(name, fontsize=8)
-    axes[0, 0].set_ylabel("input")
-    axes[1, 0].set_ylabel("reconstruction")
-    return fig
+    return image_grid([[np.moveaxis(np.asarray(examples[n][key]), 0, -1) for n in names]
+                       for key in ("input", "reconstruction")],
+                      row_labels=("input", "reconstruction"), col_titles=names, panel=(1.7, 1.8))
 
 
 def _pca_figure(pca: Mapping[str, Any]):
@@ -263,21 +245,6 @@ def _scatter_figure(coords_by_set: Mapping[str, Any], xlabel: str, ylabel: str):
         ax.legend(fontsize=7, markerscale=1.5)
     axes[0].set_title("morphology", fontsize=9)
     axes[1].set_title("texture", fontsize=9)
-    return fig
-
-
-def _cp_figure(results: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    ok = results[results["converged"]]
-    for row in ok.itertuples(index=False):
-        ax.plot(np.asarray(row.strain) * 100, np.asarray(row.stress) / 1e6, color="0.7", lw=0.7)
-    if len(ok):
-        n = min(len(s) for s in ok["stress"])
-        ax.plot(np.mean([s[:n] for s in ok["strain"]], axis=0) * 100,
-                np.mean([s[:n] for s in ok["stress"]], axis=0) / 1e6, color="C3", lw=2, label="mean")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("strain (%)")
-    ax.set_ylabel("sigma_zz (MPa)")
     return fig
 
 
@@ -328,11 +295,7 @@ def _mae_figure(evaluation: Mapping[str, Any]):
 
 
 def _history_figure(history: list[Mapping[str, float]]):
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot([h["epoch"] for h in history], [h["mse_train"] for h in history], label="train")
-    ax.plot([h["epoch"] for h in history], [h["mse_val"] for h in history], label="validation (part of train)")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (scaled)")
-    ax.legend(fontsize=8)
-    return fig
+    return loss_figure([h["epoch"] for h in history],
+                       {"": {"train": [h["mse_train"] for h in history],
+                             "validation (part of train)": [h["mse_val"] for h in history]}},
+                       ylabel="MSE (scaled)", log=True)

@@ -1,0 +1,195 @@
+"""The sharded-dataset API that every dataset kind shares: plan the shards, write one atomically, know whether a
+shard already there is complete for the same inputs, check and gather all shards, and write or read the
+manifest that marks the dataset complete.
+
+A dataset lives under one URI (a local path or ``s3://bucket/prefix``); each kind keeps its files under its own
+prefix there::
+
+    <dataset_uri>/<prefix>/shards/shard-00000<suffix>   one shard: written under a temporary name, renamed when complete
+    <dataset_uri>/<prefix>/manifest.json                written last, by the gather step
+
+A :class:`Kind` names a dataset kind's manifest format, shard suffix, prefix and messages; the kind's own
+module keeps its file format (HDF5, Parquet, ...) and the *record* inside each shard (provenance, counts,
+digests of the inputs) from which :meth:`Kind.is_complete` decides whether a rerun may keep the shard. Item
+``i`` of a dataset goes to shard ``i // shard_size``, so shards can be written in any order on any machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from micropipe import store
+from micropipe.params import is_int
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+"""Name of the manifest beside a kind's ``shards/`` folder."""
+
+
+def plan(n_items: int, shard_size: int, what: str = "n_items") -> list[tuple[int, int]]:
+    """Half-open item ranges ``[start, stop)`` of every shard; ``what`` names ``n_items`` in the error.
+
+    Raises
+    ------
+    ValueError
+        ``n_items`` or ``shard_size`` is not a positive integer.
+    """
+    if not is_int(n_items):
+        raise ValueError(f"{what} must be a positive integer, got {n_items!r}")
+    if not is_int(shard_size):
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    n_items, shard_size = int(n_items), int(shard_size)
+    return [(s, min(s + shard_size, n_items)) for s in range(0, n_items, shard_size)]
+
+
+def field(record: Mapping[str, Any], key: str) -> Any:
+    """Value at the dotted ``key`` (``'params.generator'``) of a nested record; None where a level is missing."""
+    value: Any = record
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def read_json(uri: str, fmt: str, missing: str) -> dict[str, Any]:
+    """A JSON document written by :meth:`Kind.write_manifest` (or an index of the same shape), checked for its
+    ``format``.
+
+    Raises
+    ------
+    micropipe.store.KeyNotFoundError
+        Nothing at ``uri``; the message is ``'<uri>: <missing>'``.
+    ValueError
+        Not JSON, or a document of another format.
+    """
+    try:
+        doc = json.loads(store.read_text(uri))
+    except store.KeyNotFoundError:
+        raise store.KeyNotFoundError(f"{uri}: {missing}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{uri}: not valid JSON ({err})") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise ValueError(f"{uri}: field 'format' is {found!r}, expected {fmt!r}")
+    return doc
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One kind of sharded dataset: where its files go and what its manifest is called.
+
+    Attributes
+    ----------
+    format : str
+        The manifest's ``format`` field, e.g. ``'micropipe-ve-dataset'``.
+    suffix : str
+        File suffix of a shard, e.g. ``'.h5'``.
+    prefix : str
+        Folder under the dataset URI ('' for the dataset's root).
+    missing_manifest : str
+        What a missing manifest means, for the error message.
+    missing_shard : str
+        Message for a missing shard, formatted with ``index``, ``uri``, ``n_shards`` and the keywords given to
+        :meth:`check_shards`.
+    """
+
+    format: str
+    suffix: str
+    prefix: str = ""
+    missing_manifest: str = "no manifest; the dataset is incomplete or was never gathered"
+    missing_shard: str = "shard {index} ({uri}) is missing; expected {n_shards} shards"
+    format_version: int = 1
+
+    def _path(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def shard_name(self, index: int) -> str:
+        """Path of shard ``index`` relative to the dataset URI."""
+        return self._path(f"shards/shard-{int(index):05d}{self.suffix}")
+
+    def shard_uri(self, dataset_uri: str, index: int) -> str:
+        return store.join(dataset_uri, self.shard_name(index))
+
+    def manifest_uri(self, dataset_uri: str) -> str:
+        return store.join(dataset_uri, self._path(MANIFEST))
+
+    def write_shard(self, dataset_uri: str, index: int, write: Callable[[Path], Any]) -> str:
+        """Call ``write(local_path)`` and publish the file as shard ``index`` only once it returns (see
+        :func:`micropipe.store.staged_output`); returns the shard's URI."""
+        uri = self.shard_uri(dataset_uri, index)
+        with store.staged_output(uri) as path:
+            write(path)
+        return uri
+
+    def is_complete(self, uri: str, read_record: Callable[[Path], Mapping[str, Any]],
+                    expected: Mapping[str, Any]) -> bool:
+        """Whether the shard at ``uri`` may be kept instead of computed again.
+
+        Kept when it exists, ``read_record(local_path)`` reads its record (a ``ValueError`` there means an
+        unreadable or incomplete shard) and every dotted key of ``expected`` has the expected value in it. Every
+        other outcome is logged with its reason and returns False.
+        """
+        if not store.exists(uri):
+            return False
+        with store.local_copy(uri) as path:
+            try:
+                record = read_record(path)
+            except ValueError as e:
+                log.warning("%s is not usable (%s); computing it again", uri, e)
+                return False
+        for key, want in expected.items():
+            have = field(record, key)
+            if have != want:
+                log.warning("%s: field %r is %s, expected %s; computing it again", uri, key, _short(have),
+                            _short(want))
+                return False
+        return True
+
+    def check_shards(self, dataset_uri: str, n_shards: int, check: Callable[[int, str], dict[str, Any]],
+                     **context: Any) -> list[dict[str, Any]]:
+        """``check(index, uri)`` of every shard in index order, after making sure the shard exists.
+
+        Raises
+        ------
+        ValueError
+            A shard is missing (:attr:`missing_shard`), or what ``check`` raises.
+        """
+        entries = []
+        for index in range(n_shards):
+            uri = self.shard_uri(dataset_uri, index)
+            if not store.exists(uri):
+                raise ValueError(self.missing_shard.format(index=index, uri=uri, n_shards=n_shards,
+                                                           dataset_uri=dataset_uri, **context))
+            entries.append(check(index, uri))
+        return entries
+
+    def write_manifest(self, dataset_uri: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Write the manifest (``format``, ``format_version``, ``uri`` and ``fields``); the last write of a
+        gather, so a dataset with a manifest is complete."""
+        manifest = {"format": self.format, "format_version": self.format_version, "uri": dataset_uri, **fields}
+        store.write_text(self.manifest_uri(dataset_uri), json.dumps(manifest, indent=1))
+        return manifest
+
+    def load_manifest(self, dataset_uri: str) -> dict[str, Any]:
+        """The manifest of a gathered dataset, its ``uri`` set to ``dataset_uri`` (the dataset may have moved).
+
+        Raises
+        ------
+        micropipe.store.KeyNotFoundError
+            No manifest: the dataset is incomplete.
+        ValueError
+            The manifest is not JSON or of another format.
+        """
+        manifest = read_json(self.manifest_uri(dataset_uri), self.format, self.missing_manifest)
+        manifest["uri"] = dataset_uri
+        return manifest
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
