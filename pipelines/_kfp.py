@@ -358,17 +358,6 @@ def placement(path: Path) -> list[dict[str, Any]]:
 
 
 # -------------------------------------------------------------------------------------------- local
-def _route_root_through_enhanced_orchestrator() -> None:
-    """kfp 2.16.1's local runner uses its loop-capable orchestrator only when the *root* DAG has a loop
-    or condition; a sub-DAG with a ``dsl.ParallelFor`` under a plain root fails ("Unknown value type").
-    Our fan-in puts the loop in a sub-pipeline (so the gather step can depend on it: ``.after`` on a
-    loop crashes the local runner), so route the root through the enhanced orchestrator, which runs
-    plain DAGs too. On a cluster none of this applies."""
-    from kfp.local.orchestrator import dag_orchestrator, enhanced_dag_orchestrator
-
-    dag_orchestrator.run_dag = enhanced_dag_orchestrator.run_enhanced_dag
-
-
 def run_local(pipeline: str, arguments: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Run ``pipeline`` with the KFP local SubprocessRunner; every artifact lands under ``run_dir``.
 
@@ -385,7 +374,6 @@ def run_local(pipeline: str, arguments: dict[str, Any], run_dir: Path) -> dict[s
     venv_bin, path = str(Path(sys.executable).parent), os.environ.get("PATH", "")
     if path.split(os.pathsep)[0] != venv_bin:  # not once more per run in a long-lived process
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{path}"
-    _route_root_through_enhanced_orchestrator()
     # Local runs use this venv on purpose (use_venv=False, nothing pip-installed); the image named in
     # the components is for clusters, so kfp's "custom base image" warning does not apply here.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")

@@ -64,6 +64,23 @@ def test_gather_refuses_missing_shard(tmp_path):
     assert not (tmp_path / dataset.MANIFEST).exists()
 
 
+def test_gather_checks_the_collected_shard_uris(tmp_path):
+    """The fan-in component takes the URIs the shard tasks returned: exactly the dataset's shards, any order."""
+    from kfp.dsl import Dataset
+
+    from components.gather_ve_dataset import gather_ve_dataset
+
+    common = {"n_ve": 4, "shard_size": 2, "generator": {"cells": 8, "spacing": 1.0, "esd_mean": 4.0}, "seed": 1}
+    uri = str(tmp_path / "ds")
+    shards = [dataset.write_shard(uri, i, **common) for i in (0, 1)]
+    out = Dataset(uri=str(tmp_path / "manifest"))
+    for wrong in (shards[:1], [shards[0], shards[0]], [shards[0], str(tmp_path / "other" / "shard-00001.h6")]):
+        with pytest.raises(ValueError, match=r"shards: the fan-out returned \d shard\(s\)"):
+            gather_ve_dataset.python_func(dataset_uri=uri, backend="builtin", shards=wrong, dataset=out, **common)
+    gather_ve_dataset.python_func(dataset_uri=uri, backend="builtin", shards=shards[::-1], dataset=out, **common)
+    assert json.loads(Path(out.path).read_text())["n_ve"] == 4 and out.metadata["n_shards"] == 2
+
+
 def test_unknown_pipeline_lists_valid_ones(capsys):
     assert cli.main(["run", "nope"]) == 2
     assert "valid pipelines: ve_generation" in capsys.readouterr().err
