@@ -13,6 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PIPELINE ?=
 PRESET   ?= small
 SET      ?=
+V        ?=
 PROFILE  ?=
 KFP_HOST ?=
 EXPERIMENT ?=
@@ -25,7 +26,7 @@ BUILD_ARGS ?=
 .PHONY: help venv scan-venv run test test-slow compile submit lint images bench clean
 
 help:
-	@echo "make run PIPELINE=<name> [PRESET=small] [SET=key=value,...]   run a pipeline locally"
+	@echo "make run PIPELINE=<name> [PRESET=small] [SET=key=value,...]   run a pipeline locally (V=1: the full KFP log)"
 	@echo "make test                                                     install, then pytest"
 	@echo "make compile [PROFILE=cpu|gpu]                                IR YAML -> build/pipelines/ (default: every profile)"
 	@echo "make submit PIPELINE=<name> KFP_HOST=<url> [PRESET=paper]     submit to a cluster"
@@ -51,7 +52,7 @@ scan-venv: $(SCAN_STAMP)
 
 run: $(STAMP)
 	@if [ -z "$(PIPELINE)" ]; then $(BIN)/micropipe list; echo; echo "usage: make run PIPELINE=<name> [PRESET=small] [SET=key=value,...]"; exit 2; fi
-	$(BIN)/micropipe run $(PIPELINE) --preset $(PRESET) $(if $(SET),--set '$(SET)')
+	$(BIN)/micropipe$(if $(filter-out 0,$(V)), -v) run $(PIPELINE) --preset $(PRESET) $(if $(SET),--set '$(SET)')
 
 test: $(STAMP) $(SCAN_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
