@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 IMAGES   ?=
 BUILD_ARGS ?=
 
-.PHONY: help venv scan-venv run test test-slow compile submit lint images bench clean
+.PHONY: help venv scan-venv run test test-slow golden compile submit lint images bench clean
 
 help:
 	@echo "make run PIPELINE=<name> [PRESET=small] [SET=key=value,...]   run a pipeline locally (V=1: the full KFP log)"
@@ -33,6 +33,7 @@ help:
 	@echo "            [PROFILE=gpu] [EXPERIMENT=<name>] [DRY_RUN=1]     token: KFP_TOKEN or in-cluster"
 	@echo "            [NAMESPACE=<profile namespace>]                   multi-user Kubeflow"
 	@echo "make images [IMAGES=\"base damask\"] [BUILD_ARGS=\"K=V ...\"]     container images (docker, podman or buildah)"
+	@echo "make golden                                                   rewrite tests/golden/ (compiled pipelines)"
 	@echo "make lint | make bench | make test-slow | make clean"
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
@@ -59,6 +60,10 @@ test: $(STAMP) $(SCAN_STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# After an intended change to a pipeline or a component: the compiled IR that tests/test_golden.py compares with.
+golden: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_golden.py --update-golden
 
 compile: $(STAMP)
 	$(BIN)/micropipe compile --profile $(or $(PROFILE),all) --out build/pipelines
