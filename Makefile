@@ -13,6 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PIPELINE ?=
 PRESET   ?= small
 SET      ?=
+V        ?=
 PROFILE  ?=
 KFP_HOST ?=
 EXPERIMENT ?=
@@ -22,16 +23,17 @@ PYTEST_ARGS ?=
 IMAGES   ?=
 BUILD_ARGS ?=
 
-.PHONY: help venv scan-venv run test test-slow compile submit lint images bench clean
+.PHONY: help venv scan-venv run test test-slow golden compile submit lint images bench clean
 
 help:
-	@echo "make run PIPELINE=<name> [PRESET=small] [SET=key=value,...]   run a pipeline locally"
+	@echo "make run PIPELINE=<name> [PRESET=small] [SET=key=value,...]   run a pipeline locally (V=1: the full KFP log)"
 	@echo "make test                                                     install, then pytest"
 	@echo "make compile [PROFILE=cpu|gpu]                                IR YAML -> build/pipelines/ (default: every profile)"
 	@echo "make submit PIPELINE=<name> KFP_HOST=<url> [PRESET=paper]     submit to a cluster"
 	@echo "            [PROFILE=gpu] [EXPERIMENT=<name>] [DRY_RUN=1]     token: KFP_TOKEN or in-cluster"
 	@echo "            [NAMESPACE=<profile namespace>]                   multi-user Kubeflow"
 	@echo "make images [IMAGES=\"base damask\"] [BUILD_ARGS=\"K=V ...\"]     container images (docker, podman or buildah)"
+	@echo "make golden                                                   rewrite tests/golden/ (compiled pipelines)"
 	@echo "make lint | make bench | make test-slow | make clean"
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
@@ -51,13 +53,17 @@ scan-venv: $(SCAN_STAMP)
 
 run: $(STAMP)
 	@if [ -z "$(PIPELINE)" ]; then $(BIN)/micropipe list; echo; echo "usage: make run PIPELINE=<name> [PRESET=small] [SET=key=value,...]"; exit 2; fi
-	$(BIN)/micropipe run $(PIPELINE) --preset $(PRESET) $(if $(SET),--set '$(SET)')
+	$(BIN)/micropipe$(if $(filter-out 0,$(V)), -v) run $(PIPELINE) --preset $(PRESET) $(if $(SET),--set '$(SET)')
 
 test: $(STAMP) $(SCAN_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# After an intended change to a pipeline or a component: the compiled IR that tests/test_golden.py compares with.
+golden: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_golden.py --update-golden
 
 compile: $(STAMP)
 	$(BIN)/micropipe compile --profile $(or $(PROFILE),all) --out build/pipelines

@@ -1,13 +1,17 @@
+from typing import List
+
 from kfp.dsl import Dataset, Output
 
 from components import component
 
 
 @component
-def gather_cp_results(dataset_uri: str, results: Output[Dataset]):
+def gather_cp_results(dataset_uri: str, shards: List[str], results: Output[Dataset]):
     """Fan-in: check the CP results of every shard, write ``cp/cp_results.parquet`` and ``cp/manifest.json``.
 
-    The Dataset artifact is a copy of the gathered Parquet file (one row per VE).
+    ``shards``: the results URIs the ``cp_runs`` tasks returned (``dsl.Collected``), one per VE shard; each must
+    exist and their number must be that of the shards gathered. The Dataset artifact is a copy of the gathered
+    Parquet file (one row per VE).
     """
     import logging
 
@@ -15,10 +19,18 @@ def gather_cp_results(dataset_uri: str, results: Output[Dataset]):
     from micropipe.datasets.cp_results import GATHERED, gather
 
     logging.basicConfig(level=logging.INFO)
+    missing = [u for u in shards if not store.exists(u)]
+    if missing or len(set(shards)) != len(shards):
+        raise ValueError(f"shards: the fan-out returned {len(shards)} results URI(s), "
+                         f"{len(missing)} missing ({', '.join(missing[:3])}) and "
+                         f"{len(shards) - len(set(shards))} repeated")
     df = gather(dataset_uri)
+    prov = df.attrs["micropipe"]["provenance"]
+    if len(shards) != prov["params"]["n_shards"]:
+        raise ValueError(f"shards: the fan-out returned {len(shards)} results URI(s), but {dataset_uri} has "
+                         f"{prov['params']['n_shards']} VE shards")
     uri = store.join(dataset_uri, GATHERED)
     store.get_file(uri, results.path)
-    prov = df.attrs["micropipe"]["provenance"]
     results.metadata.update({"uri": uri, "dataset_uri": dataset_uri, "n_ve": len(df),
                              "n_converged": int(df["converged"].sum()), "git_commit": prov["git_commit"],
                              "version": prov["version"]})

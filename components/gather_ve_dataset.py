@@ -1,3 +1,5 @@
+from typing import List
+
 from kfp.dsl import Dataset, Output
 
 from components import component
@@ -5,10 +7,12 @@ from components import component
 
 @component
 def gather_ve_dataset(dataset_uri: str, n_ve: int, shard_size: int, seed: int, generator: dict, backend: str,
-                      dataset: Output[Dataset]):
+                      shards: List[str], dataset: Output[Dataset]):
     """Fan-in: check every shard under ``dataset_uri`` and write the dataset manifest.
 
-    The Dataset artifact holds the manifest (JSON); the shards stay in the store at ``dataset_uri``.
+    ``shards``: the URIs the ``generate_ve_shard`` tasks returned (``dsl.Collected``); they must be exactly the
+    shards the manifest lists. The Dataset artifact holds the manifest (JSON); the shards stay in the store at
+    ``dataset_uri``.
     """
     import json
     import logging
@@ -18,6 +22,11 @@ def gather_ve_dataset(dataset_uri: str, n_ve: int, shard_size: int, seed: int, g
     logging.basicConfig(level=logging.INFO)
     manifest = gather(dataset_uri, n_ve=n_ve, shard_size=shard_size, generator=generator, seed=seed,
                       backend=backend)
+    expected = [s["path"] for s in manifest["shards"]]
+    got = sorted(str(u).replace("\\", "/") for u in shards)
+    if len(got) != len(expected) or not all(u.endswith("/" + p) for u, p in zip(got, expected, strict=True)):
+        raise ValueError(f"shards: the fan-out returned {len(got)} shard(s) ({', '.join(got[:3])}...), but the "
+                         f"dataset at {dataset_uri} has {len(expected)} ({', '.join(expected[:3])}...)")
     with open(dataset.path, "w") as f:
         json.dump(manifest, f, indent=1)
     dataset.metadata.update({"dataset_uri": dataset_uri, "n_ve": n_ve, "n_shards": len(manifest["shards"]),

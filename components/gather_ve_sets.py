@@ -1,4 +1,4 @@
-from typing import NamedTuple
+from typing import List, NamedTuple
 
 from kfp.dsl import Dataset, Output
 
@@ -6,17 +6,29 @@ from components import component
 
 
 @component
-def gather_ve_sets(dataset_uri: str, sets: dict, generator: dict, seed: int, backend: str,
+def gather_ve_sets(dataset_uri: str, sets: dict, generator: dict, seed: int, backend: str, shards: List[str],
                    index: Output[Dataset]) -> NamedTuple("Outputs", [("cp_uri", str)]):
-    """Fan-in: check and gather every set, write ``<dataset_uri>/sets.json``; ``cp_uri`` is the CP set's URI."""
+    """Fan-in: check and gather every set, write ``<dataset_uri>/sets.json``; ``cp_uri`` is the CP set's URI.
+
+    ``shards``: the URIs the ``generate_set_shard`` tasks returned (``dsl.Collected``); each set must have
+    received exactly as many distinct shards as it has.
+    """
     import json
     import logging
-    from collections import namedtuple
+    from collections import Counter, namedtuple
 
     from micropipe.datasets.ve_sets import SetsConfig, gather
 
     logging.basicConfig(level=logging.INFO)
     written = gather(dataset_uri, SetsConfig.from_dict(sets, generator, seed), backend=backend)
+    expected = {name: s["n_shards"] for name, s in written["sets"].items()}
+    uris = sorted({str(u).replace("\\", "/") for u in shards})
+    got = Counter(next((name for name, s in written["sets"].items()
+                        if u.startswith(str(s["uri"]).replace("\\", "/").rstrip("/") + "/")), "(no set)")
+                  for u in uris)
+    if len(uris) != len(shards) or got != Counter(expected):
+        raise ValueError(f"shards: the fan-out returned {len(shards)} shard URI(s) ({len(uris)} distinct) per set "
+                         f"{dict(got)}, expected {expected}")
     with open(index.path, "w") as f:
         json.dump(written, f, indent=1)
     index.metadata.update({"dataset_uri": dataset_uri, "lattice": written["lattice"],

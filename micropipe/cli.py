@@ -217,6 +217,8 @@ def _server_arguments(s: argparse.ArgumentParser, namespaced: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
     import pipelines
     from micropipe import provenance
     from pipelines import _kfp
@@ -235,21 +237,71 @@ def cmd_run(args: argparse.Namespace) -> int:
                                params={"preset": args.preset, "arguments": arguments})
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(provenance.dumps({**record, "status": "running"}))
-    print(f"running {args.pipeline} (preset {args.preset}) -> {run_dir}", flush=True)
+    print(f"running {args.pipeline} (preset {args.preset}) -> {_shown(run_dir)}", flush=True)
+    console = sys.stdout  # while the run is captured, sys.stdout is its log
+    start = time.monotonic()
     try:
-        outputs = _kfp.run_local(args.pipeline, arguments, run_dir)
+        outputs = _kfp.run_local(args.pipeline, arguments, run_dir, verbose=args.verbose,
+                                 on_step=None if args.verbose else lambda step: _print_step(step, console),
+                                 progress=not args.verbose and sys.stderr.isatty())
     except Exception as err:
         (run_dir / "run.json").write_text(provenance.dumps({**record, "status": "failed", "error": str(err)}))
-        raise RuntimeError(f"pipeline {args.pipeline} failed: {err} (logs above; run dir {run_dir})") from err
+        _print_failure(err, run_dir / _kfp.LOG_NAME)
+        raise RuntimeError(f"pipeline {args.pipeline} failed: {err} (run dir {_shown(run_dir)})") from err
+    report = _kfp.save_report(outputs, run_dir)
     paths = {k: getattr(v, "path", None) for k, v in outputs.items()}
     metrics = dict(outputs["metrics"].metadata) if "metrics" in outputs else {}
-    (run_dir / "run.json").write_text(provenance.dumps({**record, "status": "succeeded", "outputs": paths,
-                                                        "metrics": metrics}))
+    (run_dir / "run.json").write_text(provenance.dumps({
+        **record, "status": "succeeded", "outputs": paths, "metrics": metrics,
+        "report": {k: str(v) for k, v in report.items()}, "log": str(run_dir / _kfp.LOG_NAME)}))
+    print(f"{args.pipeline} succeeded in {_duration(time.monotonic() - start)}")
     print()
-    print(f"report:  {paths.get('report')}")
-    print(f"run dir: {run_dir}")
+    if "report" in report:
+        print(f"report:  {_shown(report['report'])}" + ("  (Markdown: report.md)" if "summary" in report else ""))
+    print(f"log:     {_shown(run_dir / _kfp.LOG_NAME)}")
+    print(f"run dir: {_shown(run_dir)}")
     _print_metrics(metrics)
     return 0
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter, and still opens), else whole."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def _print_step(step: Any, out: Any) -> None:
+    """One line per finished step of a local run: name, status, time."""
+    status = "ok" if step.status == "succeeded" else step.status.upper()
+    print(f"  {step.name:32s} {status:6s} {_duration(step.seconds):>10s}", file=out, flush=True)
+
+
+def _print_failure(err: Exception, log_path: Path) -> None:
+    """The failed steps of a local run with the tails of their logs (or the tail of the whole log), and where
+    the full log is."""
+    from pipelines import _local
+
+    failed = getattr(err, "failed", [])
+    if failed:
+        tail = failed[0].tail()
+        print(f"\nstep {failed[0].name} failed; the last {len(tail)} lines of its log:", file=sys.stderr)
+        for line in tail:
+            print(f"  | {line}", file=sys.stderr)
+    for step in failed[1:]:
+        print(f"step {step.name} failed too: {''.join(step.tail(1)).strip()}", file=sys.stderr)
+    if not failed and log_path.is_file():
+        lines = log_path.read_text(errors="replace").splitlines()[-_local.TAIL_LINES:]
+        print(f"\nthe last {len(lines)} lines of the log:", file=sys.stderr)
+        for line in lines:
+            print(f"  | {line}", file=sys.stderr)
+    if log_path.is_file():
+        print(f"full log: {_shown(log_path)}", file=sys.stderr)
 
 
 def _with_preset(pipeline: str, preset: str, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ call :meth:`Profile.place` on each task with the step's class (``light``, ``cpu`
 
 from __future__ import annotations
 
-import builtins
 import copy
 import dataclasses
 import datetime as _dt
@@ -14,13 +13,17 @@ import inspect
 import json
 import os
 import re
+import shutil
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kfp import compiler, dsl, kubernetes
+
+from pipelines import _local
 
 HERE = Path(__file__).resolve().parent
 PRESETS = HERE / "presets"
@@ -358,21 +361,24 @@ def placement(path: Path) -> list[dict[str, Any]]:
 
 
 # -------------------------------------------------------------------------------------------- local
-def _route_root_through_enhanced_orchestrator() -> None:
-    """kfp 2.16.1's local runner uses its loop-capable orchestrator only when the *root* DAG has a loop
-    or condition; a sub-DAG with a ``dsl.ParallelFor`` under a plain root fails ("Unknown value type").
-    Our fan-in puts the loop in a sub-pipeline (so the gather step can depend on it: ``.after`` on a
-    loop crashes the local runner), so route the root through the enhanced orchestrator, which runs
-    plain DAGs too. On a cluster none of this applies."""
-    from kfp.local.orchestrator import dag_orchestrator, enhanced_dag_orchestrator
-
-    dag_orchestrator.run_dag = enhanced_dag_orchestrator.run_enhanced_dag
+LOG_NAME = "kfp.log"
+"""The local runner's full log, in the run directory."""
 
 
-def run_local(pipeline: str, arguments: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def run_local(pipeline: str, arguments: dict[str, Any], run_dir: Path, *, verbose: bool = False,
+              on_step: Callable[[_local.Step], None] | None = None, progress: bool = False) -> dict[str, Any]:
     """Run ``pipeline`` with the KFP local SubprocessRunner; every artifact lands under ``run_dir``.
 
+    Everything the runner writes (its messages and every task's output) goes to ``run_dir/kfp.log``, with
+    ``verbose`` to the console as well; ``on_step`` is called with each :class:`pipelines._local.Step` as it
+    ends and ``progress`` shows the running steps on stderr (see :func:`pipelines._local.capture`).
+
     Returns the pipeline's outputs as ``{name: artifact}`` (artifacts have ``.path`` and ``.metadata``).
+
+    Raises
+    ------
+    pipelines._local.PipelineFailed
+        The run failed; it names the failed steps, which hold the tails of their logs.
     """
     from kfp import local
 
@@ -385,22 +391,35 @@ def run_local(pipeline: str, arguments: dict[str, Any], run_dir: Path) -> dict[s
     venv_bin, path = str(Path(sys.executable).parent), os.environ.get("PATH", "")
     if path.split(os.pathsep)[0] != venv_bin:  # not once more per run in a long-lived process
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{path}"
-    _route_root_through_enhanced_orchestrator()
     # Local runs use this venv on purpose (use_venv=False, nothing pip-installed); the image named in
     # the components is for clusters, so kfp's "custom base image" warning does not apply here.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
     run_dir.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"),
                raise_on_error=True)
-    # kfp's local runner indents its logs by swapping builtins.print; ParallelFor threads race on the
-    # swap and can leave it swapped, so restore it ourselves.
-    original_print = builtins.print
-    try:
-        task = func(**arguments)
-    finally:
-        builtins.print = original_print
+    log_path = run_dir / LOG_NAME
+    with _local.capture(log_path, verbose=verbose, on_step=on_step, progress=progress) as steps:
+        try:
+            task = func(**arguments)
+        except Exception as err:
+            failed = steps.failed()
+            what = f"step {', '.join(s.name for s in failed)} failed" if failed else _local.plain(str(err))
+            raise _local.PipelineFailed(what, failed, log_path) from err
     outputs = task.outputs if isinstance(task.outputs, dict) else {"output": task.output}
     return dict(outputs)
+
+
+def save_report(outputs: dict[str, Any], run_dir: Path) -> dict[str, Path]:
+    """Copy a run's ``report`` (HTML) and ``summary`` (Markdown) outputs to ``run_dir/report.html`` and
+    ``run_dir/report.md``, where a browser and an editor open them (KFP's artifact files have no suffix);
+    returns ``{output name: copy}`` for those the pipeline has."""
+    copies = {}
+    for name, file_name in (("report", "report.html"), ("summary", "report.md")):
+        source = getattr(outputs.get(name), "path", None)
+        if source and Path(source).is_file():
+            copies[name] = run_dir / file_name
+            shutil.copyfile(source, copies[name])
+    return copies
 
 
 def pipeline_parameters(pipeline: str) -> list[str]:

@@ -1,12 +1,13 @@
 """cp_dataset: VE generation, then crystal plasticity of every VE (seed 003 §2.3), gathered into one Parquet file.
 
-ve_generation [sub-pipeline] -> plan_dataset_shards -> ParallelFor(cp_runs) [sub-pipeline] -> gather_cp_results
--> cp_report
+ve_generation [sub-pipeline] -> cp_results [sub-pipeline: plan_dataset_shards -> ParallelFor(cp_runs)
+-> gather_cp_results(dsl.Collected results URIs)] -> cp_report
 
-The CP fan-out runs after the VE dataset is gathered and reads its shards from the dataset URI; each
-cp_runs task writes ``<dataset_uri>/cp/shards/shard-<i>.parquet`` and skips shards whose results are
-already complete, so rerunning with the same ``dataset_uri`` computes only what is missing. The fan-in
-is a gather step after the fan-out sub-pipeline (no ``dsl.Collected``, no conditions).
+``cp_results`` is the CP fan-out and its fan-in as one sub-pipeline, because ``cp_surrogate`` runs the same
+three steps on its CP set. It starts after the VE dataset is gathered and reads its shards from the dataset URI;
+each cp_runs task writes ``<dataset_uri>/cp/shards/shard-<i>.parquet`` (skipping shards whose results are
+already complete, so rerunning with the same ``dataset_uri`` computes only what is missing) and returns its URI;
+the gather step takes those URIs (``dsl.Collected``) and checks them against the shards it gathers.
 """
 
 import os
@@ -37,30 +38,36 @@ def solver_threads(profile: Profile) -> int:
     return 0
 
 
-def cp_fanout(profile: Profile):
-    """Sub-pipeline ``(dataset_uri, material, loadcase, numerics, backend, batch_size, device, cells)``: one
-    ``cp_runs`` task per shard of a gathered VE dataset (shards read from its manifest), ``parallelism`` from the
-    profile, placed as a ``gpu`` step. Shared by ``cp_dataset`` and ``cp_surrogate``."""
+def cp_results(profile: Profile):
+    """Sub-pipeline ``(dataset_uri, material, loadcase, numerics, backend, batch_size, device, cells) -> Dataset``:
+    one ``cp_runs`` task per shard of a gathered VE dataset (shards read from its manifest; ``parallelism`` from
+    the profile, placed as a ``gpu`` step), then ``gather_cp_results`` on the URIs they return. The output is the
+    gathered results Parquet. Shared by ``cp_dataset`` and ``cp_surrogate``."""
 
-    @dsl.pipeline(name="cp-runs-shards", description="Fan-out: one CP task per shard of a VE dataset.")
-    def run_shards(dataset_uri: str, material: str, loadcase: dict, numerics: dict, backend: str, batch_size: int,
-                   device: str, cells: list):
+    @dsl.pipeline(name="cp-results", description="Crystal plasticity of every VE of a VE dataset: one CP task per "
+                                                 "shard, gathered into one Parquet file.")
+    def run_cp(dataset_uri: str, material: str, loadcase: dict, numerics: dict, backend: str, batch_size: int,
+               device: str, cells: list) -> dsl.Dataset:
         plan = profile.place(plan_dataset_shards(dataset_uri=dataset_uri), "light")
         with dsl.ParallelFor(plan.output, parallelism=profile.parallelism) as shard_index:
-            profile.place(cp_runs(dataset_uri=dataset_uri, shard_index=shard_index, material=material,
-                                  loadcase=loadcase, numerics=numerics, backend=backend, batch_size=batch_size,
-                                  device=device, threads=solver_threads(profile), cells=cells), "gpu")
+            shard = profile.place(cp_runs(dataset_uri=dataset_uri, shard_index=shard_index, material=material,
+                                          loadcase=loadcase, numerics=numerics, backend=backend,
+                                          batch_size=batch_size, device=device, threads=solver_threads(profile),
+                                          cells=cells), "gpu")
+        gathered = profile.place(gather_cp_results(dataset_uri=dataset_uri, shards=dsl.Collected(shard.output)),
+                                 "light")
+        return gathered.outputs["results"]
 
-    return run_shards
+    return run_cp
 
 
 def build(profile: Profile):
     generate_ves = ve_generation.build(profile)
-
-    run_shards = cp_fanout(profile)
+    run_cp = cp_results(profile)
 
     class Outputs(NamedTuple):
         report: dsl.HTML
+        summary: dsl.Markdown
         metrics: dsl.Metrics
         results: dsl.Dataset
         ve_report: dsl.HTML
@@ -75,13 +82,12 @@ def build(profile: Profile):
                    cp_cells: list = []) -> Outputs:  # noqa: B006
         ves = generate_ves(dataset_uri=dataset_uri, n_ve=n_ve, shard_size=shard_size, seed=seed,
                            generator=generator, backend=ve_backend, report_max_ves=report_max_ves)
-        shards = run_shards(dataset_uri=dataset_uri, material=material,
-                            loadcase=loadcase, numerics=numerics, backend=cp_backend, batch_size=batch_size,
-                            device=device, cells=cp_cells).after(ves)
-        gathered = profile.place(gather_cp_results(dataset_uri=dataset_uri), "light").after(shards)
-        report = profile.place(cp_report(results=gathered.outputs["results"]), "cpu")
-        return Outputs(report=report.outputs["report"], metrics=report.outputs["metrics"],
-                       results=gathered.outputs["results"], ve_report=ves.outputs["report"],
+        # CP reads the VE shards from the store by URI: it needs the VE dataset gathered, not one of its outputs.
+        cp = run_cp(dataset_uri=dataset_uri, material=material, loadcase=loadcase, numerics=numerics,
+                    backend=cp_backend, batch_size=batch_size, device=device, cells=cp_cells).after(ves)
+        report = profile.place(cp_report(results=cp.output), "cpu")
+        return Outputs(report=report.outputs["report"], summary=report.outputs["summary"],
+                       metrics=report.outputs["metrics"], results=cp.output, ve_report=ves.outputs["report"],
                        dataset=ves.outputs["dataset"])
 
     return cp_dataset

@@ -22,6 +22,7 @@ DESCRIPTION = ("Seed 001: 3D WGAN-GP on two-phase volumes (spheres or LHS sub-vo
 def build(profile: Profile):
     class Outputs(NamedTuple):
         report: dsl.HTML
+        summary: dsl.Markdown
         metrics: dsl.Metrics
         generator: dsl.Model
 
@@ -49,7 +50,8 @@ def build(profile: Profile):
                                           real_stiffness=c_real.outputs["stiffness"],
                                           generated_stiffness=c_gen.outputs["stiffness"],
                                           loss_log=trained.outputs["loss_log"], source=source), "light")
-        return Outputs(report=report.outputs["report"], metrics=report.outputs["metrics"],
+        return Outputs(report=report.outputs["report"], summary=report.outputs["summary"],
+                       metrics=report.outputs["metrics"],
                        generator=trained.outputs["generator"])
 
     return gan_homogenization

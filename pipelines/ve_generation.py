@@ -1,10 +1,10 @@
 """ve_generation: the DREAM.3D step of seed 003 on its own.
 
-plan_shards -> ParallelFor(generate_ve_shard) [sub-pipeline] -> gather_ve_dataset -> ve_report
+plan_shards -> ParallelFor(generate_ve_shard) -> gather_ve_dataset(dsl.Collected shard URIs) -> ve_report
 
-The fan-in is a gather step that runs after the fan-out sub-pipeline and reads the shards from the
-dataset URI in the store; no ``dsl.Collected`` and no conditions, so the same DAG runs on the local
-runner and on a cluster.
+Each ``generate_ve_shard`` task returns the URI of the shard it wrote; the gather step takes them all
+(``dsl.Collected``), checks them against the shards it finds complete at ``dataset_uri`` and writes the
+manifest. The same DAG runs on the KFP local runner and on a cluster.
 """
 
 
@@ -24,16 +24,9 @@ DESCRIPTION = ("Periodic polycrystalline volume elements (seed 003 §2.1, the DR
 
 
 def build(profile: Profile):
-    @dsl.pipeline(name="ve-generation-shards", description="Fan-out: one task per shard of VEs.")
-    def generate_shards(dataset_uri: str, n_ve: int, shard_size: int, seed: int, generator: dict, backend: str):
-        plan = profile.place(plan_shards(n_items=n_ve, shard_size=shard_size), "light")
-        with dsl.ParallelFor(plan.output, parallelism=profile.parallelism) as shard_index:
-            profile.place(generate_ve_shard(dataset_uri=dataset_uri, shard_index=shard_index, n_ve=n_ve,
-                                            shard_size=shard_size, seed=seed, generator=generator,
-                                            backend=backend), "cpu")
-
     class Outputs(NamedTuple):
         report: dsl.HTML
+        summary: dsl.Markdown
         metrics: dsl.Metrics
         dataset: dsl.Dataset
 
@@ -41,13 +34,16 @@ def build(profile: Profile):
     def ve_generation(dataset_uri: str, n_ve: int = 24, shard_size: int = 8, seed: int = 0,
                       generator: dict = {"cells": 32}, backend: str = "builtin",  # noqa: B006
                       report_max_ves: int = 200) -> Outputs:
-        shards = generate_shards(dataset_uri=dataset_uri, n_ve=n_ve, shard_size=shard_size, seed=seed,
-                                 generator=generator, backend=backend)
+        plan = profile.place(plan_shards(n_items=n_ve, shard_size=shard_size), "light")
+        with dsl.ParallelFor(plan.output, parallelism=profile.parallelism) as shard_index:
+            shard = profile.place(generate_ve_shard(dataset_uri=dataset_uri, shard_index=shard_index, n_ve=n_ve,
+                                                    shard_size=shard_size, seed=seed, generator=generator,
+                                                    backend=backend), "cpu")
         gathered = profile.place(gather_ve_dataset(dataset_uri=dataset_uri, n_ve=n_ve, shard_size=shard_size,
-                                                   seed=seed, generator=generator, backend=backend),
-                                 "light").after(shards)
+                                                   seed=seed, generator=generator, backend=backend,
+                                                   shards=dsl.Collected(shard.output)), "light")
         report = profile.place(ve_report(dataset=gathered.outputs["dataset"], max_ves=report_max_ves), "cpu")
-        return Outputs(report=report.outputs["report"], metrics=report.outputs["metrics"],
-                       dataset=gathered.outputs["dataset"])
+        return Outputs(report=report.outputs["report"], summary=report.outputs["summary"],
+                       metrics=report.outputs["metrics"], dataset=gathered.outputs["dataset"])
 
     return ve_generation

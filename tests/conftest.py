@@ -59,3 +59,8 @@ def kfp_api(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with fake_kfp() as (server, host):
         yield server, host
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/ from the pipelines as compiled now (tests/test_golden.py)")

@@ -38,7 +38,7 @@ def test_compiles_with_cp_runs_on_the_gpu_class(tmp_path, profile):
         assert platform["exec-cp-runs"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     else:
         assert not gpu and not selectors
-    # the CP fan-out is a ParallelFor with the profile's parallelism, inside its own sub-DAG
+    # the VE and CP fan-outs: ParallelFors with the profile's parallelism, in sub-DAGs ve-generation and cp-results
     loops = [task for comp in spec.components.values() for task in comp.dag.tasks.values()
              if task.HasField("iterator_policy")]
     assert [t.iterator_policy.parallelism_limit for t in loops] == [_kfp.Profile.load(profile).parallelism] * 2
@@ -74,6 +74,25 @@ def test_run_gathers_results_and_reports(local_run):
     assert metrics["n_ves"] == 2 and metrics["n_converged"] == 2
     assert "sigma_zz_MPa_at_0p2pct_mean" not in metrics, "the run stops at 0.1 %"
     assert all(1e6 < s[-1] < 2e7 for s in df["stress"]), "Cu at 0.1 %: several MPa"
+
+
+def test_gather_checks_the_collected_results_uris(local_run, tmp_path):
+    """The fan-in component takes the results URIs the cp_runs tasks returned: one per VE shard, each there."""
+    from kfp.dsl import Dataset
+
+    from components.gather_cp_results import gather_cp_results
+
+    uri = dataset_uri(local_run)
+    shards = [store.join(uri, cp_runs.shard_results_name(i)) for i in (0, 1)]
+    out = Dataset(uri=str(tmp_path / "results"))
+    for wrong, match in ((shards[:1], r"returned 1 results URI\(s\), but .* has 2 VE shards"),
+                         ([shards[0], shards[0] + ".gone"], r"1 missing \(.*\.gone\)"),
+                         ([shards[0], shards[0]], "1 repeated")):
+        with pytest.raises(ValueError, match=match):
+            gather_cp_results.python_func(dataset_uri=uri, shards=wrong, results=out)
+    gather_cp_results.python_func(dataset_uri=uri, shards=shards, results=out)
+    assert out.metadata["n_ve"] == 2 and cp_runs.read_results(out.path)["ve_id"].tolist() == [
+        dataset.ve_id(0), dataset.ve_id(1)]
 
 
 def test_cp_runs_component_skips_complete_shards(local_run, caplog):

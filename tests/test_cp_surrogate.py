@@ -105,6 +105,27 @@ def test_set_shards_are_not_generated_twice(tmp_path, caplog):
         sets.write_set_shard(str(tmp_path), "cp/0", config)
 
 
+def test_gather_ve_sets_checks_the_collected_shard_uris(tmp_path):
+    """The fan-in component takes the URIs its loop tasks returned; each set must have got all of its shards."""
+    from kfp.dsl import Dataset
+
+    from components.gather_ve_sets import gather_ve_sets
+
+    spec = {"n_train": 3, "n_validation": 1, "n_edge": 0, "n_cp": 1, "shard_size": 2}
+    config = sets.SetsConfig.from_dict(spec, BASE, seed=1)
+    uris = [sets.write_set_shard(str(tmp_path), item, config) for item in config.items()]
+    assert len(uris) == 4
+
+    def gather(shards):
+        return gather_ve_sets.python_func(dataset_uri=str(tmp_path), sets=spec, generator=BASE, seed=1,
+                                          backend="builtin", shards=shards, index=Dataset(uri=str(tmp_path / "ix")))
+
+    for wrong in (uris[1:], uris + uris[:1], [u.replace("/train/", "/validation/") for u in uris]):
+        with pytest.raises(ValueError, match="shards: the fan-out returned"):
+            gather(wrong)
+    assert gather(uris[::-1]).cp_uri == sets.set_uri(str(tmp_path), "cp")
+
+
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
     root = tmp_path_factory.mktemp("family")

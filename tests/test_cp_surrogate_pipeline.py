@@ -41,8 +41,8 @@ def test_compiles_with_gpu_placement_from_the_profile(tmp_path, profile):
         assert all(platform[name]["tolerations"][0]["key"] == "nvidia.com/gpu" for name in GPU_STEPS)
     else:
         assert not gpu and not selectors
-    loops = [task for comp in spec.components.values() for task in comp.dag.tasks.values()
-             if task.HasField("iterator_policy")]
+    dags = [spec.root.dag, *(comp.dag for comp in spec.components.values())]
+    loops = [task for dag in dags for task in dag.tasks.values() if task.HasField("iterator_policy")]
     assert len(loops) == 2, "two fan-outs: VE set shards and CP shards"
 
 

@@ -84,6 +84,23 @@ def test_every_pipeline_compiles(tmp_path, name, profile):
     assert not list(tmp_path.glob(".*tmp*")), "no temporary files left"
 
 
+@pytest.mark.parametrize("name", pipelines.PIPELINES)
+def test_every_fan_out_is_gathered_by_data(tmp_path, name):
+    """Each ParallelFor's outputs feed (``dsl.Collected``) a task of the same DAG: the fan-in is wired by data."""
+    spec, _ = parse_ir(_kfp.compile_pipeline(name, _kfp.Profile.load("cpu"), tmp_path))
+    dags = [spec.root.dag, *(c.dag for c in spec.components.values() if c.WhichOneof("implementation") == "dag")]
+    loops = 0
+    for dag in dags:
+        for loop, task in dag.tasks.items():
+            if not task.WhichOneof("iterator"):
+                continue
+            loops += 1
+            consumers = [n for n, t in dag.tasks.items() for p in t.inputs.parameters.values()
+                         if p.task_output_parameter.producer_task == loop]
+            assert consumers, f"{name}: nothing takes the outputs of {loop}"
+    assert loops == {"ve_generation": 1, "cp_dataset": 2, "cp_surrogate": 2, "gan_homogenization": 0}[name]
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("name", pipelines.PIPELINES)
 def test_placement_read_back_matches_the_profile(tmp_path, name, profile):

@@ -1,6 +1,12 @@
 """The ve_generation pipeline end to end on the KFP local runner, and the CLI around it."""
 
+import builtins
+import contextlib
 import json
+import logging
+import re
+import sys
+from io import StringIO
 from pathlib import Path
 
 import h5py
@@ -21,12 +27,70 @@ TINY = "n_ve=5,shard_size=2,report_max_ves=5,generator.cells=16,generator.spacin
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
+def console_run(tmp_path_factory):
+    """``micropipe run`` of the tiny preset: its run directory and what it printed on stdout and stderr."""
     runs = tmp_path_factory.mktemp("runs")
-    rc = cli.main(["run", "ve_generation", "--preset", "small", "--set", TINY, "--runs-dir", str(runs)])
-    assert rc == 0
+    out, err = StringIO(), StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(["run", "ve_generation", "--preset", "small", "--set", TINY, "--runs-dir", str(runs)])
+    assert rc == 0, err.getvalue()
     (run_dir,) = run_dirs(runs / "ve_generation")
-    return run_dir
+    return run_dir, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def local_run(console_run):
+    return console_run[0]
+
+
+STEPS = ("plan-shards", "generate-ve-shard [0]", "generate-ve-shard [1]", "generate-ve-shard [2]",
+         "gather-ve-dataset", "ve-report")
+
+
+def test_run_prints_one_line_per_step_and_a_report_that_opens(console_run):
+    run_dir, out, err = console_run
+    lines = out.splitlines()
+    assert len(lines) < 40, out
+    for noise in ("executor_input", "KFP Executor", "{", "\x1b["):
+        assert noise not in out + err, f"{noise!r} on the console:\n{out}{err}"
+    steps = [line.split() for line in lines if line.startswith("  ")]
+    assert sorted(" ".join(s[:-3]) for s in steps) == sorted(STEPS), out
+    assert all(s[-3] == "ok" and s[-1] == "s" and float(s[-2]) > 0 for s in steps), out
+    (report,) = [line.split()[1] for line in lines if line.startswith("report:")]
+    assert Path(report) == run_dir / "report.html" and Path(report).read_text().lstrip().lower().startswith(
+        ("<!doctype html", "<html"))
+    assert (run_dir / "report.md").read_text().startswith("#")
+    (log,) = [line.split()[1] for line in lines if line.startswith("log:")]
+    text = Path(log).read_text()
+    assert Path(log) == run_dir / "kfp.log" and "\x1b[" not in text
+    for step in ("plan-shards", "generate-ve-shard", "gather-ve-dataset", "ve-report"):
+        assert f"Executing task '{step}'" in text and f"Task '{step}' finished with status SUCCESS" in text
+    assert "Got executor_input" in text and "gathered 3 shards (5 VEs)" in text
+    assert "Pipeline 've-generation' finished with status SUCCESS" in text
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["report"] == {"report": str(run_dir / "report.html"), "summary": str(run_dir / "report.md")}
+
+
+def test_failed_step_is_named_with_the_tail_of_its_log(tmp_path, capsys):
+    streams = sys.stdout, sys.stderr, builtins.print
+    rc = cli.main(["run", "ve_generation", "--set", TINY + ",generator.cells=0", "--runs-dir", str(tmp_path)])
+    assert rc == 2
+    out, err = capsys.readouterr()
+    assert (sys.stdout, sys.stderr, builtins.print) == streams, "streams and print restored"
+    assert not [h for h in logging.getLogger().handlers if type(getattr(h, "stream", None)).__name__ == "_LineWriter"]
+    assert re.search(r"^  generate-ve-shard \[\d\] +FAILED ", out, re.M), out
+    assert "ve-report" not in out and len(out.splitlines()) < 10
+    (run_dir,) = run_dirs(tmp_path / "ve_generation")
+    header = re.search(r"^step (generate-ve-shard \[\d\]) failed; the last (\d+) lines of its log:$", err, re.M)
+    assert header and 10 <= int(header[2]) <= 30, err
+    tail = err[header.end():].splitlines()[1:int(header[2]) + 1]
+    assert all(line.startswith("  | ") for line in tail), err
+    assert "ValueError: generator config: cells must be positive integers" in tail[-1]
+    assert f"full log: {run_dir / 'kfp.log'}" in err
+    assert f"pipeline ve_generation failed: step {header[1]}" in err
+    assert "Traceback (most recent call last)" in (run_dir / "kfp.log").read_text()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert not (run_dir / "report.html").exists()
 
 
 def test_run_writes_report_metrics_and_provenance(local_run, capsys):
@@ -63,6 +127,23 @@ def test_gather_refuses_missing_shard(tmp_path):
     with pytest.raises(ValueError, match="shard 1 .* is missing"):
         dataset.gather(str(tmp_path), n_ve=4, shard_size=2, generator=gen, seed=1)
     assert not (tmp_path / dataset.MANIFEST).exists()
+
+
+def test_gather_checks_the_collected_shard_uris(tmp_path):
+    """The fan-in component takes the URIs the shard tasks returned: exactly the dataset's shards, any order."""
+    from kfp.dsl import Dataset
+
+    from components.gather_ve_dataset import gather_ve_dataset
+
+    common = {"n_ve": 4, "shard_size": 2, "generator": {"cells": 8, "spacing": 1.0, "esd_mean": 4.0}, "seed": 1}
+    uri = str(tmp_path / "ds")
+    shards = [dataset.write_shard(uri, i, **common) for i in (0, 1)]
+    out = Dataset(uri=str(tmp_path / "manifest"))
+    for wrong in (shards[:1], [shards[0], shards[0]], [shards[0], str(tmp_path / "other" / "shard-00001.h6")]):
+        with pytest.raises(ValueError, match=r"shards: the fan-out returned \d shard\(s\)"):
+            gather_ve_dataset.python_func(dataset_uri=uri, backend="builtin", shards=wrong, dataset=out, **common)
+    gather_ve_dataset.python_func(dataset_uri=uri, backend="builtin", shards=shards[::-1], dataset=out, **common)
+    assert json.loads(Path(out.path).read_text())["n_ve"] == 4 and out.metadata["n_shards"] == 2
 
 
 def test_unknown_pipeline_lists_valid_ones(capsys):
