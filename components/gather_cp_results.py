@@ -19,16 +19,8 @@ def gather_cp_results(dataset_uri: str, shards: List[str], results: Output[Datas
     from micropipe.datasets.cp_results import GATHERED, gather
 
     logging.basicConfig(level=logging.INFO)
-    missing = [u for u in shards if not store.exists(u)]
-    if missing or len(set(shards)) != len(shards):
-        raise ValueError(f"shards: the fan-out returned {len(shards)} results URI(s), "
-                         f"{len(missing)} missing ({', '.join(missing[:3])}) and "
-                         f"{len(shards) - len(set(shards))} repeated")
-    df = gather(dataset_uri)
+    df = gather(dataset_uri, collected=shards)
     prov = df.attrs["micropipe"]["provenance"]
-    if len(shards) != prov["params"]["n_shards"]:
-        raise ValueError(f"shards: the fan-out returned {len(shards)} results URI(s), but {dataset_uri} has "
-                         f"{prov['params']['n_shards']} VE shards")
     uri = store.join(dataset_uri, GATHERED)
     store.get_file(uri, results.path)
     results.metadata.update({"uri": uri, "dataset_uri": dataset_uri, "n_ve": len(df),

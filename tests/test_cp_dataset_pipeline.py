@@ -83,15 +83,15 @@ def test_gather_checks_the_collected_results_uris(local_run, tmp_path):
     from components.gather_cp_results import gather_cp_results
 
     uri = dataset_uri(local_run)
-    shards = [store.join(uri, cp_runs.shard_results_name(i)) for i in (0, 1)]
+    shards = [store.join(uri, cp_results.shard_results_name(i)) for i in (0, 1)]
     out = Dataset(uri=str(tmp_path / "results"))
-    for wrong, match in ((shards[:1], r"returned 1 results URI\(s\), but .* has 2 VE shards"),
-                         ([shards[0], shards[0] + ".gone"], r"1 missing \(.*\.gone\)"),
+    for wrong, match in ((shards[:1], r"returned 1 shard URI\(s\) for 2 shards: 1 missing \(.*shard-00001"),
+                         ([shards[0], shards[0] + ".gone"], r"1 unexpected \(.*\.gone\)"),
                          ([shards[0], shards[0]], "1 repeated")):
         with pytest.raises(ValueError, match=match):
             gather_cp_results.python_func(dataset_uri=uri, shards=wrong, results=out)
     gather_cp_results.python_func(dataset_uri=uri, shards=shards, results=out)
-    assert out.metadata["n_ve"] == 2 and cp_runs.read_results(out.path)["ve_id"].tolist() == [
+    assert out.metadata["n_ve"] == 2 and cp_results.read_results(out.path)["ve_id"].tolist() == [
         dataset.ve_id(0), dataset.ve_id(1)]
 
 

@@ -140,7 +140,7 @@ def test_gather_checks_the_collected_shard_uris(tmp_path):
     shards = [dataset.write_shard(uri, i, **common) for i in (0, 1)]
     out = Dataset(uri=str(tmp_path / "manifest"))
     for wrong in (shards[:1], [shards[0], shards[0]], [shards[0], str(tmp_path / "other" / "shard-00001.h6")]):
-        with pytest.raises(ValueError, match=r"shards: the fan-out returned \d shard\(s\)"):
+        with pytest.raises(ValueError, match=r"shards: the fan-out returned \d shard URI\(s\) for 2 shards"):
             gather_ve_dataset.python_func(dataset_uri=uri, backend="builtin", shards=wrong, dataset=out, **common)
     gather_ve_dataset.python_func(dataset_uri=uri, backend="builtin", shards=shards[::-1], dataset=out, **common)
     assert json.loads(Path(out.path).read_text())["n_ve"] == 4 and out.metadata["n_shards"] == 2

@@ -53,7 +53,7 @@ from micropipe import provenance as _provenance
 from micropipe import store
 from micropipe.crystal.tensors import VOIGT_PAIRS
 from micropipe.datasets import ve as ve_dataset
-from micropipe.datasets.shards import Kind
+from micropipe.datasets.shards import Kind, check_collected
 from micropipe.ve import io
 
 log = logging.getLogger(__name__)
@@ -245,8 +245,11 @@ def _record(path: Path) -> dict[str, Any]:
     return results_metadata(path)
 
 
-def gather(dataset_uri: str) -> pd.DataFrame:
+def gather(dataset_uri: str, collected: Sequence[str] | None = None) -> pd.DataFrame:
     """Check the results of every VE shard and write ``cp/cp_results.parquet`` and ``cp/manifest.json``.
+
+    ``collected``: the results URIs the fan-out's tasks returned, checked first against one per VE shard
+    (:func:`micropipe.datasets.shards.check_collected`).
 
     Returns
     -------
@@ -260,6 +263,8 @@ def gather(dataset_uri: str) -> pd.DataFrame:
         with other parameters than the rest.
     """
     ve_manifest = ve_dataset.load_manifest(dataset_uri)
+    if collected is not None:
+        check_collected(collected, [KIND.shard_uri(dataset_uri, i) for i in range(len(ve_manifest["shards"]))])
     frames, shas = [], set()
 
     def check(index: int, uri: str) -> dict[str, Any]:

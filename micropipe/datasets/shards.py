@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,24 @@ def plan(n_items: int, shard_size: int, what: str = "n_items") -> list[tuple[int
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
     n_items, shard_size = int(n_items), int(shard_size)
     return [(s, min(s + shard_size, n_items)) for s in range(0, n_items, shard_size)]
+
+
+def check_collected(collected: Sequence[str], expected: Sequence[str]) -> None:
+    """Check the shard URIs a fan-out returned (KFP's ``dsl.Collected`` of its tasks' outputs, in any order) against
+    the shards a gather expects: every one there, none unexpected, none twice.
+
+    Raises
+    ------
+    ValueError
+        Naming how many are missing, unexpected and repeated, with the first of each.
+    """
+    got = [str(u) for u in collected]
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    repeated = len(got) - len(set(got))
+    if missing or extra or repeated:
+        raise ValueError(f"shards: the fan-out returned {len(got)} shard URI(s) for {len(expected)} shards: "
+                         f"{len(missing)} missing ({', '.join(missing[:3])}), {len(extra)} unexpected "
+                         f"({', '.join(extra[:3])}), {repeated} repeated")
 
 
 def field(record: Mapping[str, Any], key: str) -> Any:

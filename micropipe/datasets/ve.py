@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from micropipe import backends, provenance, store
-from micropipe.datasets.shards import Kind, plan
+from micropipe.datasets.shards import Kind, check_collected, plan
 from micropipe.ve import io
 from micropipe.ve.generator import GeneratorConfig, generate_many, ve_seed
 from micropipe.ve.volume import VolumeElement
@@ -93,15 +93,20 @@ def shard_record(path: str | Path) -> dict[str, Any]:
 
 
 def gather(dataset_uri: str, *, n_ve: int, shard_size: int, generator: dict[str, Any],
-           seed: int, backend: str = "builtin") -> dict[str, Any]:
+           seed: int, backend: str = "builtin", collected: Sequence[str] | None = None) -> dict[str, Any]:
     """Check that every shard of the dataset is present and complete, then write its manifest.
+
+    ``collected``: the shard URIs the fan-out's tasks returned, checked against the shards first
+    (:func:`micropipe.datasets.shards.check_collected`).
 
     Raises
     ------
     ValueError
-        A shard is missing, incomplete, or holds other VE ids than its range.
+        A shard is missing, incomplete, or holds other VE ids than its range; ``collected`` is not the shards.
     """
     ranges = shard_ranges(n_ve, shard_size)
+    if collected is not None:
+        check_collected(collected, [KIND.shard_uri(dataset_uri, i) for i in range(len(ranges))])
 
     def check(index: int, uri: str) -> dict[str, Any]:
         start, stop = ranges[index]

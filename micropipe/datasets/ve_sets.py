@@ -26,13 +26,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from micropipe import store
 from micropipe.datasets import ve as dataset
-from micropipe.datasets.shards import read_json
+from micropipe.datasets.shards import check_collected, read_json
 from micropipe.params import integral_floats_to_int
 from micropipe.ve.generator import MORPHOLOGIES, GeneratorConfig
 
@@ -172,8 +173,16 @@ def write_set_shard(dataset_uri: str, item: str, config: SetsConfig, backend: st
                                generator=generator, seed=seed, backend=backend)
 
 
-def gather(dataset_uri: str, config: SetsConfig, backend: str = "builtin") -> dict[str, Any]:
-    """Gather every set (:func:`micropipe.datasets.ve.gather`), then write the index ``sets.json``."""
+def gather(dataset_uri: str, config: SetsConfig, backend: str = "builtin",
+           collected: Sequence[str] | None = None) -> dict[str, Any]:
+    """Gather every set (:func:`micropipe.datasets.ve.gather`), then write the index ``sets.json``.
+
+    ``collected``: the shard URIs the fan-out's tasks returned, checked first against the shards of every set.
+    """
+    if collected is not None:
+        check_collected(collected, [dataset.KIND.shard_uri(set_uri(dataset_uri, name), i)
+                                    for name in config.names
+                                    for i in range(len(dataset.shard_ranges(config.count(name), config.shard_size)))])
     sets = {}
     for name in config.names:
         manifest = dataset.gather(set_uri(dataset_uri, name), n_ve=config.count(name),
