@@ -23,6 +23,17 @@ def device_cases(cases: Mapping[str, Sequence[Any]], full: bool) -> list[tuple[s
     return runs
 
 
+def machine(what: str) -> str:
+    """The first line of a torch benchmark's table: what ran, on which CPU (cores, torch threads), GPU and torch."""
+    import os
+
+    import torch
+
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"
+    return (f"\n{what} on {platform.machine()}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads)"
+            f"{gpu}; torch {torch.__version__}")
+
+
 def save_results(name: str, payload: Any) -> Path:
     """Write ``payload`` (with the machine it ran on, where it is a mapping) to ``results/<name>.json``."""
     if isinstance(payload, Mapping):

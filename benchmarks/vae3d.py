@@ -11,15 +11,13 @@ more timed steps and runs ~15 minutes.
 """
 
 import logging
-import os
-import platform
 import sys
 import time
 
 import numpy as np
 import torch
 
-from benchmarks import device_cases, save_results
+from benchmarks import device_cases, machine, save_results
 from micropipe.models.vae3d import VAE3D, VAEConfig
 from micropipe.train.vae import train_step
 
@@ -111,9 +109,7 @@ def main(full: bool | None = None) -> None:
     full = "--full" in sys.argv[1:] if full is None else full
     logging.getLogger("micropipe").setLevel(logging.WARNING)
     rows = [_rate(*case, device=device) for device, case in device_cases(CASES, full)]
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"
-    print(f"\n3D ResNet VAE training (forward + backward + Adam) on {platform.machine()}, {os.cpu_count()} cores "
-          f"({torch.get_num_threads()} torch threads){gpu}; torch {torch.__version__}")
+    print(machine("3D ResNet VAE training (forward + backward + Adam)"))
     print(f"{'model':9s} {'size':>4s} {'width':6s} {'device':6s} {'amp':4s} {'batch':>5s} {'params':>8s} "
           f"{'GFLOP/VE':>8s} {'VE/s':>8s} {'TFLOP/s':>7s} {'vs A100':>7s} {'vs goal':>7s} {'epoch 1e5':>9s}")
     for r in rows:

@@ -6,8 +6,6 @@ paper widths and the small preset, on the CPU and, when present, on CUDA with mi
 the constant-critic and 64^3 cases on the CPU and runs longer."""
 
 import logging
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -15,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks import device_cases, save_results
+from benchmarks import device_cases, machine, save_results
 from micropipe.models.wgan3d import PRESETS
 from micropipe.train.wgan import TrainConfig, train
 
@@ -53,9 +51,7 @@ def main(full: bool | None = None) -> None:
     full = "--full" in sys.argv[1:] if full is None else full
     logging.getLogger("micropipe").setLevel(logging.WARNING)
     rows = [_rate(preset, device, warmup, timed) for device, (preset, warmup, timed) in device_cases(CASES, full)]
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"
-    print(f"\n3D WGAN-GP training on {platform.machine()}, {os.cpu_count()} cores "
-          f"({torch.get_num_threads()} torch threads){gpu}; torch {torch.__version__}; batch 8, 1 critic step")
+    print(machine("3D WGAN-GP training") + "; batch 8, 1 critic step")
     print(f"{'preset':20s} {'device':6s} {'size':>4s} {'G params':>9s} {'D params':>9s} {'it/s':>8s} "
           f"{'vs paper':>8s} {'1e5 it':>8s}")
     for r in rows:

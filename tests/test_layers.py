@@ -92,19 +92,29 @@ def test_no_import_runs_up_the_layers():
     assert violations(ROOT) == []
 
 
-@pytest.mark.parametrize(("where", "planted", "expected"), [
-    ("micropipe/crystal/planted.py", "from micropipe.studies.cp_dataset import runs\n",
-     "micropipe.crystal.planted (crystal) imports micropipe.studies.cp_dataset"),
-    ("micropipe/ve/planted.py", "def f():\n    from micropipe.datasets import ve\n",
-     "micropipe.ve.planted (ve) imports micropipe.datasets"),
-    ("micropipe/models/planted.py", "from micropipe import train\n", "imports micropipe.train (train)"),
-    ("micropipe/report.py", "import micropipe.store\nfrom micropipe.crystal import LATTICES\n",
-     "micropipe.report (core) imports micropipe.crystal"),
-    ("micropipe/studies/planted.py", "from kfp import dsl\n", "library module micropipe.studies.planted imports kfp"),
-    ("micropipe/datasets/planted.py", "import pipelines\n", "imports pipelines"),
-    ("components/planted.py", "def c():\n    from pipelines import _kfp\n", "component imports pipelines"),
-])
-def test_a_planted_upward_import_is_found(tmp_path, where, planted, expected):
+PLANTED = {
+    "crystal imports a study": ("micropipe/crystal/planted.py", "from micropipe.studies.cp_dataset import runs\n",
+                                "micropipe.crystal.planted (crystal) imports micropipe.studies.cp_dataset"),
+    "ve imports datasets, inside a function": ("micropipe/ve/planted.py",
+                                               "def f():\n    from micropipe.datasets import ve\n",
+                                               "micropipe.ve.planted (ve) imports micropipe.datasets"),
+    "models import train": ("micropipe/models/planted.py", "from micropipe import train\n",
+                            "imports micropipe.train (train)"),
+    "the report kit imports crystal": ("micropipe/report.py",
+                                       "import micropipe.store\nfrom micropipe.crystal import LATTICES\n",
+                                       "micropipe.report (core) imports micropipe.crystal"),
+    "a study imports kfp": ("micropipe/studies/planted.py", "from kfp import dsl\n",
+                            "library module micropipe.studies.planted imports kfp"),
+    "a dataset imports pipelines": ("micropipe/datasets/planted.py", "import pipelines\n", "imports pipelines"),
+    "a component imports pipelines": ("components/planted.py", "def c():\n    from pipelines import _kfp\n",
+                                      "component imports pipelines"),
+}
+"""Upward imports planted into a copy of the tree: (file, text appended, what the one violation must say)."""
+
+
+@pytest.mark.parametrize("case", PLANTED)
+def test_a_planted_upward_import_is_found(tmp_path, case):
+    where, planted, expected = PLANTED[case]
     for part in ("micropipe", "components"):
         shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path / where

@@ -259,27 +259,16 @@ def _parse_phenopowerlaw(cfg: Mapping[str, Any], lat: str, where: str) -> Phenop
     if sum(N_sl) + sum(N_tw) == 0:
         raise ValueError(f"{where}: missing key 'N_sl' (no slip or twin systems)")
     p: dict[str, Any] = {"N_sl": N_sl, "N_tw": N_tw}
-    if sum(N_sl):
-        for k in _SLIP_PER_FAMILY:
-            p[k] = _per_family(cfg, k, N_sl, where, scalar_ok=False)
-        for k in _SLIP_SCALAR_OR_FAMILY:
-            p[k] = _per_family(cfg, k, N_sl, where, scalar_ok=True)
-        p["h_sl_sl"] = _list(cfg, "h_sl-sl", where)
-    else:
-        for k in _SLIP_PER_FAMILY + _SLIP_SCALAR_OR_FAMILY:
-            p[k] = ()
-        p["h_sl_sl"] = ()
-    if sum(N_tw):
-        for k in _TWIN_PER_FAMILY:
-            p[k] = _per_family(cfg, k, N_tw, where, scalar_ok=False)
-        for k in _TWIN_SCALAR_OR_FAMILY:
-            p[k] = _per_family(cfg, k, N_tw, where, scalar_ok=True)
-        p["h_tw_tw"] = _list(cfg, "h_tw-tw", where)
-        if sum(N_sl):
-            p["h_0_tw-sl"] = _per_family(cfg, "h_0_tw-sl", N_tw, where, scalar_ok=True)
-            p["h_tw_sl"] = _list(cfg, "h_tw-sl", where)
-            p["h_sl_tw"] = _list(cfg, "h_sl-tw", where)
-            p["f_sat_sl-tw"] = _per_family(cfg, "f_sat_sl-tw", N_sl, where, scalar_ok=True)
+    for N, per_family, scalar_or_family, matrix in ((N_sl, _SLIP_PER_FAMILY, _SLIP_SCALAR_OR_FAMILY, "sl-sl"),
+                                                    (N_tw, _TWIN_PER_FAMILY, _TWIN_SCALAR_OR_FAMILY, "tw-tw")):
+        for k in per_family + scalar_or_family:
+            p[k] = _per_family(cfg, k, N, where, scalar_ok=k in scalar_or_family) if sum(N) else ()
+        p[f"h_{matrix.replace('-', '_')}"] = _list(cfg, f"h_{matrix}", where) if sum(N) else ()
+    if sum(N_tw) and sum(N_sl):
+        p["h_0_tw-sl"] = _per_family(cfg, "h_0_tw-sl", N_tw, where, scalar_ok=True)
+        p["h_tw_sl"] = _list(cfg, "h_tw-sl", where)
+        p["h_sl_tw"] = _list(cfg, "h_sl-tw", where)
+        p["f_sat_sl-tw"] = _per_family(cfg, "f_sat_sl-tw", N_sl, where, scalar_ok=True)
     for k in ("c_1", "c_2", "c_3", "c_4"):
         if k in cfg:
             p[k] = _number(cfg[k], k, where)

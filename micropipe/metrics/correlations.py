@@ -307,6 +307,14 @@ def _check_ndim(values: Any, ndim: int, name: str, shape_doc: str) -> None:
         raise ValueError(f"field '{name}': expected shape {shape_doc}, got {tuple(shape)}")
 
 
+def _eq34(values: Any, reference: Any, name: str, baseline: Baseline, curve: bool = False) -> float:
+    """Eq. (34) for per-sample scalars (n,) or, with ``curve``, per-sample curves (n, R), after checking shapes."""
+    tail, ndim = (", R", 2) if curve else ("", 1)
+    _check_ndim(values, ndim, f"{name}_values", f"(n{tail})")
+    _check_ndim(reference, ndim, f"{name}_reference", f"(m{tail})")
+    return mean_relative_error(values, reference, baseline=baseline)
+
+
 def E_p1(p1_values: Any, p1_reference: Any, *, baseline: Baseline = "mean") -> float:
     """E_p1, eq. (34) for the 1-point correlation.
 
@@ -319,9 +327,7 @@ def E_p1(p1_values: Any, p1_reference: Any, *, baseline: Baseline = "mean") -> f
     baseline : {'mean', 'paired'}
         See :func:`relative_errors`.
     """
-    _check_ndim(p1_values, 1, "p1_values", "(n,)")
-    _check_ndim(p1_reference, 1, "p1_reference", "(m,)")
-    return mean_relative_error(p1_values, p1_reference, baseline=baseline)
+    return _eq34(p1_values, p1_reference, "p1", baseline)
 
 
 def E_p2(p2_values: Any, p2_reference: Any, *, baseline: Baseline = "mean") -> float:
@@ -336,9 +342,7 @@ def E_p2(p2_values: Any, p2_reference: Any, *, baseline: Baseline = "mean") -> f
     baseline : {'mean', 'paired'}
         See :func:`relative_errors`.
     """
-    _check_ndim(p2_values, 2, "p2_values", "(n, R)")
-    _check_ndim(p2_reference, 2, "p2_reference", "(m, R)")
-    return mean_relative_error(p2_values, p2_reference, baseline=baseline)
+    return _eq34(p2_values, p2_reference, "p2", baseline, curve=True)
 
 
 def E_C11(C11_values: Any, C11_reference: Any, *, baseline: Baseline = "mean") -> float:
@@ -353,6 +357,4 @@ def E_C11(C11_values: Any, C11_reference: Any, *, baseline: Baseline = "mean") -
     baseline : {'mean', 'paired'}
         See :func:`relative_errors`.
     """
-    _check_ndim(C11_values, 1, "C11_values", "(n,)")
-    _check_ndim(C11_reference, 1, "C11_reference", "(m,)")
-    return mean_relative_error(C11_values, C11_reference, baseline=baseline)
+    return _eq34(C11_values, C11_reference, "C11", baseline)
