@@ -14,10 +14,25 @@ from micropipe.datasets.ve_tensors import VESetTensors
 from micropipe.params import integral_floats_to_int
 
 
+def configs(model: Mapping[str, Any], train: Mapping[str, Any], size: int) -> tuple[Any, Any]:
+    """``(VAEConfig, TrainConfig)`` of the pipeline parameters ``vae`` and ``vae_train`` for VEs of ``size``^3
+    voxels; a ``ValueError`` naming the parameter and field otherwise."""
+    from micropipe.models.vae3d import VAEConfig
+    from micropipe.train import vae
+
+    out = []
+    for name, cls, fields in (("vae", VAEConfig, {**integral_floats_to_int(dict(model)), "size": int(size)}),
+                              ("vae_train", vae.TrainConfig, integral_floats_to_int(dict(train)))):
+        try:
+            out.append(cls.from_dict(fields))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{name}: {e}") from None
+    return out[0], out[1]
+
+
 def train_vae(dataset_uri: str, *, model: Mapping[str, Any], train: Mapping[str, Any], device: str | None = None):
     """Train (or resume) the VAE on the ``train`` set, validating on ``validation``; the run directory is
     ``<dataset_uri>/vae`` (local or s3://), so a rerun with the same data resumes or returns at once."""
-    from micropipe.models.vae3d import VAEConfig
     from micropipe.train import vae
 
     index = load_index(dataset_uri)
@@ -27,8 +42,7 @@ def train_vae(dataset_uri: str, *, model: Mapping[str, Any], train: Mapping[str,
     cells = x_train.grain_ids.shape[1:]
     if len(set(cells)) != 1:
         raise ValueError(f"{x_train.uri}: VEs of {cells} cells; the VAE takes cubic VEs (N, N, N)")
-    model_config = VAEConfig.from_dict({**integral_floats_to_int(dict(model)), "size": int(cells[0])})
-    train_config = vae.TrainConfig(**integral_floats_to_int(dict(train)))
+    model_config, train_config = configs(model, train, cells[0])
     data = {"lattice": lattice, "dataset_uri": dataset_uri, "n_train": len(x_train), "n_validation": len(x_val)}
     run_uri = store.join(dataset_uri, "vae")
     if not store.is_remote(run_uri):
