@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,13 @@ from micropipe import backends
 log = logging.getLogger("micropipe")
 
 
+NUMBER_LISTS = ("--E", "--nu")
+"""Options whose value may start with a minus sign (``--E -1e3,1e4``), which argparse would take for an option."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not getattr(args, "func", None):
@@ -39,6 +44,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"micropipe: error: {err}", file=sys.stderr)
         return 2
+
+
+def _negative_values(argv: list[str]) -> list[str]:
+    """``--E -1e3,1e4`` -> ``--E=-1e3,1e4``: a value, then checked as one, not a missing argument."""
+    out, k = [], 0
+    while k < len(argv):
+        if argv[k] in NUMBER_LISTS and k + 1 < len(argv) and re.match(r"-[\d.]", argv[k + 1]):
+            out.append(f"{argv[k]}={argv[k + 1]}")
+            k += 2
+        else:
+            out.append(argv[k])
+            k += 1
+    return out
 
 
 SIGPIPE_EXIT = 141
@@ -612,8 +630,11 @@ def _load_geom(path: str) -> Any:
         raise FileNotFoundError(f"{path}: geometry file not found")
     if p.suffix != ".vti":
         raise ValueError(f"{path}: expected a DAMASK geometry file (.vti), got suffix {p.suffix!r}")
+    from micropipe.ve.io import quiet_vtk
+
     try:
-        return damask.GeomGrid.load(p)
+        with quiet_vtk():
+            return damask.GeomGrid.load(p)
     except Exception as e:  # VTK readers raise a variety of errors for bad files
         raise ValueError(f"{path}: not a readable DAMASK geometry: expected VTK image data with cell data "
                          f"'material' ({type(e).__name__}: {e})") from None

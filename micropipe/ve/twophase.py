@@ -210,7 +210,7 @@ def sphere_volumes(n: int, shape: Sequence[int] | int = (32, 32, 32), radius: fl
     ValueError
         Bad parameter, or the target fraction cannot be reached (RSA jamming).
     """
-    n = positive_int(n, "n")
+    n = positive_int(n, "'n'")
     shape = _shape3(shape)
     try:
         radius = float(radius)
@@ -357,7 +357,7 @@ def latin_hypercube_subvolumes(volume: Any, n: int, size: int | Sequence[int] = 
     """
     from scipy.stats import qmc
 
-    n = positive_int(n, "n")
+    n = positive_int(n, "'n'")
     sub = _shape3(size, "size")
     source = str(volume) if isinstance(volume, str | os.PathLike) else "volume"
     if isinstance(volume, str | os.PathLike):

@@ -19,7 +19,8 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
             n_components: int = 3, seed: int = 0, device: str | None = None) -> dict[str, Any]:
     """Seed 003 §3.2-3.3 on a trained VAE: phi4 of reconstructions per set, PCA of the fingerprints fitted on
     the training set, spectral clustering of the textured edge cases on ``n_components`` principal
-    components, a few input/reconstruction slices, and :func:`fingerprint_probe` (train -> validation).
+    components, a few input/reconstruction slices, and :func:`micropipe.metrics.latent.fingerprint_probe`
+    (train -> validation).
 
     Returns a JSON-ready dict; ``examples`` holds mid-plane slices (lists) of inputs and reconstructions.
     """
@@ -28,19 +29,18 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
 
     from micropipe.metrics.misorientation import mean_phi4
     from micropipe.models.checkpoint import load_checkpoint
-    from micropipe.models.vae3d import KIND
-    from micropipe.train import vae
+    from micropipe.models.vae3d import KIND, VAE3D, reconstruct
 
     index = load_index(dataset_uri)
     lattice = index["lattice"]
     checkpoint = load_checkpoint(vae_path, kind=KIND)
-    model, config = vae.load_vae(checkpoint, device=device)
+    model = VAE3D.from_checkpoint(checkpoint, device=device)
     train_settings = checkpoint["config"].get("train", {})
     del checkpoint
     phi4, examples = {}, {}
     for name in index["sets"]:
         _, x = load_tensors(index["sets"][name]["uri"], lattice, limit=n_reconstruct)
-        x_hat = vae.reconstruct(model, x, device=device)
+        x_hat = reconstruct(model, x, device=device)
         values = mean_phi4(x, x_hat, lattice)
         phi4[name] = {"mean": float(values.mean()), "std": float(values.std()), "n": len(values)}
         mid = x.shape[-1] // 2
@@ -49,7 +49,7 @@ def analyze(vae_path: str | Path, fingerprints: pd.DataFrame, dataset_uri: str, 
     pca = PCA(n_components=min(n_components, *f_train.shape), random_state=seed).fit(f_train)
     coords = {name: pca.transform(matrix(fingerprints, name)[1]).tolist() for name in index["sets"]
               if name in set(fingerprints["set"])}
-    out: dict[str, Any] = {"lattice": lattice, "vae": {"model": config.to_dict(), "train": train_settings},
+    out: dict[str, Any] = {"lattice": lattice, "vae": {"model": model.config.to_dict(), "train": train_settings},
                            "phi4": phi4, "examples": examples,
                            "pca": {"explained_variance_ratio": pca.explained_variance_ratio_.tolist(),
                                    "coords": coords},
