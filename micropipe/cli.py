@@ -525,9 +525,17 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         print(json.dumps({k: m[k] for k in ("uri", "n_ve", "shard_size")} | {
             "n_shards": len(m["shards"]), "provenance": m["provenance"]}, indent=1))
         return 0
+    from micropipe.datasets import shards
+
     with store.local_copy(args.path) as path:
-        print(json.dumps(io.shard_info(path), indent=1, default=str))
-    return 0
+        info = {**io.shard_info(path), "path": str(args.path)}  # the URI given, not a temporary local copy
+        try:
+            shards.check_checksum(str(args.path), path)
+            info["checksum"] = "ok"
+        except shards.ChecksumError as e:
+            info["checksum"] = "none recorded" if shards.recorded_checksum(str(args.path)) is None else str(e)
+    print(json.dumps(info, indent=1, default=str))
+    return 0 if info["checksum"] in ("ok", "none recorded") else 1
 
 
 def cmd_data_verify(args: argparse.Namespace) -> int:

@@ -88,6 +88,9 @@ def check_checksum(uri: str, path: Path, expected: str | None = None) -> str:
         raise ChecksumError(f"{uri}: no checksum ({checksum_uri(uri).rsplit('/', 1)[-1]}) was recorded when it was "
                             f"written; expected one beside every shard")
     have = provenance.file_sha256(path)
+    if have != want and expected is not None and have == recorded_checksum(uri):
+        raise ChecksumError(f"{uri}: rewritten after its dataset's manifest was written (SHA-256 {have[:12]}..., the "
+                            f"manifest lists {want[:12]}...); gather the dataset again")
     if have != want:
         raise ChecksumError(f"{uri}: checksum mismatch: SHA-256 {have[:12]}... of its bytes, {want[:12]}... when it "
                             f"was written; the file was changed or corrupted since")
