@@ -15,7 +15,7 @@ import pandas as pd
 from micropipe import provenance
 from micropipe.datasets.fingerprints import matrix
 from micropipe.metrics.latent import ridge_readout
-from micropipe.params import integral_floats_to_int
+from micropipe.params import config_from, integral_floats_to_int
 from micropipe.studies.cp_surrogate.predictor import save_predictor
 from micropipe.ve.stats import TEXTURE_DESCRIPTORS
 
@@ -81,14 +81,8 @@ def configs(model: Mapping[str, Any], train: Mapping[str, Any], in_dim: int, out
     fields = {**integral_floats_to_int(dict(model)), "in_dim": int(in_dim)}
     if out_dim is not None:
         fields["out_dim"] = int(out_dim)
-    out = []
-    for name, cls, values in (("surrogate", SurrogateConfig, fields),
-                              ("surrogate_train", sur.TrainConfig, integral_floats_to_int(dict(train)))):
-        try:
-            out.append(cls.from_dict(values))
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{name}: {e}") from None
-    return out[0], out[1]
+    return (config_from("surrogate", SurrogateConfig, fields),
+            config_from("surrogate_train", sur.TrainConfig, integral_floats_to_int(dict(train))))
 
 
 def fit_surrogate(data: Mapping[str, Any], *, model: Mapping[str, Any], train: Mapping[str, Any],

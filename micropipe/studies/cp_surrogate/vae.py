@@ -11,7 +11,7 @@ from typing import Any
 from micropipe import store
 from micropipe.datasets.ve_sets import load_index
 from micropipe.datasets.ve_tensors import VESetTensors
-from micropipe.params import integral_floats_to_int
+from micropipe.params import config_from, integral_floats_to_int
 
 
 def configs(model: Mapping[str, Any], train: Mapping[str, Any], size: int) -> tuple[Any, Any]:
@@ -20,14 +20,8 @@ def configs(model: Mapping[str, Any], train: Mapping[str, Any], size: int) -> tu
     from micropipe.models.vae3d import VAEConfig
     from micropipe.train import vae
 
-    out = []
-    for name, cls, fields in (("vae", VAEConfig, {**integral_floats_to_int(dict(model)), "size": int(size)}),
-                              ("vae_train", vae.TrainConfig, integral_floats_to_int(dict(train)))):
-        try:
-            out.append(cls.from_dict(fields))
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{name}: {e}") from None
-    return out[0], out[1]
+    return (config_from("vae", VAEConfig, {**integral_floats_to_int(dict(model)), "size": int(size)}),
+            config_from("vae_train", vae.TrainConfig, integral_floats_to_int(dict(train))))
 
 
 def train_vae(dataset_uri: str, *, model: Mapping[str, Any], train: Mapping[str, Any], device: str | None = None):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from micropipe import provenance, store
-from micropipe.params import integral_floats_to_int
+from micropipe.params import config_from, integral_floats_to_int
 from micropipe.ve import twophase
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,9 @@ def configs(model: str, model_overrides: Mapping[str, Any], train_config: Mappin
     unknown = sorted(set(model_overrides) - {"generator", "discriminator"})
     if unknown:
         raise ValueError(f"model_overrides: unknown key(s) {unknown}; expected 'generator' and/or 'discriminator'")
-    parts = []
-    for part, base in zip(("generator", "discriminator"), wgan3d.PRESETS[model], strict=True):
-        try:
-            parts.append(type(base).from_dict({**base.to_dict(), **model_overrides.get(part, {})}))
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"model_overrides.{part}: {e}") from None
-    try:
-        training = wgan.TrainConfig.from_dict(integral_floats_to_int(dict(train_config)))
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"train_config: {e}") from None
-    return parts[0], parts[1], training
+    gen, disc = (config_from(f"model_overrides.{part}", type(base), {**base.to_dict(), **model_overrides.get(part, {})})
+                 for part, base in zip(("generator", "discriminator"), wgan3d.PRESETS[model], strict=True))
+    return gen, disc, config_from("train_config", wgan.TrainConfig, integral_floats_to_int(dict(train_config)))
 
 
 def train(volumes: np.ndarray, *, model: str, model_overrides: dict[str, Any], train_config: dict[str, Any],
