@@ -52,7 +52,7 @@ $(SCAN_STAMP): requirements-scan.lock
 scan-venv: $(SCAN_STAMP)
 
 run: $(STAMP)
-	@if [ -z "$(PIPELINE)" ]; then $(BIN)/micropipe list; echo; echo "usage: make run PIPELINE=<name> [PRESET=small] [SET=key=value,...]"; exit 2; fi
+	@if [ -z "$(PIPELINE)" ]; then $(BIN)/micropipe list; echo; echo "usage: make run PIPELINE=<name> [PRESET=small] [SET=key=value,...]"; exit 0; fi
 	$(BIN)/micropipe$(if $(filter-out 0,$(V)), -v) run $(PIPELINE) --preset $(PRESET) $(if $(SET),--set '$(SET)')
 
 test: $(STAMP) $(SCAN_STAMP)

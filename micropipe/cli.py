@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,13 @@ from micropipe import backends
 log = logging.getLogger("micropipe")
 
 
+NUMBER_LISTS = ("--E", "--nu")
+"""Options whose value may start with a minus sign (``--E -1e3,1e4``), which argparse would take for an option."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not getattr(args, "func", None):
@@ -39,6 +44,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"micropipe: error: {err}", file=sys.stderr)
         return 2
+
+
+def _negative_values(argv: list[str]) -> list[str]:
+    """``--E -1e3,1e4`` -> ``--E=-1e3,1e4``: a value, then checked as one, not a missing argument."""
+    out, k = [], 0
+    while k < len(argv):
+        if argv[k] in NUMBER_LISTS and k + 1 < len(argv) and re.match(r"-[\d.]", argv[k + 1]):
+            out.append(f"{argv[k]}={argv[k + 1]}")
+            k += 2
+        else:
+            out.append(argv[k])
+            k += 1
+    return out
 
 
 SIGPIPE_EXIT = 141
@@ -120,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     s = data.add_parser("info", help="summarise a dataset (manifest) or a shard/VE file")
     s.add_argument("path")
     s.set_defaults(func=cmd_data_info)
+
+    s = data.add_parser("verify", help="check every shard and gathered file of a dataset against the checksum "
+                                       "recorded when it was written")
+    s.add_argument("dataset", help="dataset URI: local directory or s3://bucket/prefix")
+    s.set_defaults(func=cmd_data_verify)
 
     s = data.add_parser("convert", help="convert one VE between formats (.h5 shard, .dream3d, .vti, .npz)")
     s.add_argument("src")
@@ -217,25 +240,39 @@ def _server_arguments(s: argparse.ArgumentParser, namespaced: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import time
-
     import pipelines
-    from micropipe import provenance
+    from micropipe import provenance, store
+    from micropipe.datasets import lock
     from pipelines import _kfp
 
-    try:
-        pipelines.load(args.pipeline)
-    except ValueError as err:
-        print(f"micropipe: error: {err}", file=sys.stderr)
-        return 2
+    pipelines.load(args.pipeline)  # an unknown name lists the valid ones
     arguments = _arguments(args.pipeline, args.preset, args.set)
-    run_dir = (Path(args.runs_dir) / args.pipeline / _kfp.utc_stamp()).resolve()
     if "dataset_uri" not in arguments:
         arguments["dataset_uri"] = args.dataset_uri or str(_default_dataset_dir(args, arguments))
     arguments = _with_preset(args.pipeline, args.preset, arguments)
-    record = provenance.record(seed=arguments.get("seed"), step=f"run.{args.pipeline}",
-                               params={"preset": args.preset, "arguments": arguments})
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Everything that can be checked is checked before a run directory, a lock or a VE exists.
+    _kfp.validate(args.pipeline, arguments, f"pipeline {args.pipeline}")
+    dataset_uri = arguments["dataset_uri"]
+    store.check_writable(dataset_uri)
+    runs = Path(args.runs_dir) / args.pipeline
+    _mark_interrupted(runs)
+    with lock.hold(dataset_uri, run=f"{args.pipeline} (preset {args.preset})",
+                   arguments_digest=provenance.digest(arguments)):
+        removed = store.remove_staging(dataset_uri)
+        if removed:
+            log.info("removed %d staging file(s) that an interrupted run left in %s", removed, dataset_uri)
+        return _run(args, arguments, _kfp.new_run_dir(runs))
+
+
+def _run(args: argparse.Namespace, arguments: dict[str, Any], run_dir: Path) -> int:
+    import os
+    import time
+
+    from micropipe import provenance
+    from pipelines import _kfp
+
+    record = {**provenance.record(seed=arguments.get("seed"), step=f"run.{args.pipeline}",
+                                  params={"preset": args.preset, "arguments": arguments}), "pid": os.getpid()}
     (run_dir / "run.json").write_text(provenance.dumps({**record, "status": "running"}))
     print(f"running {args.pipeline} (preset {args.preset}) -> {_shown(run_dir)}", flush=True)
     console = sys.stdout  # while the run is captured, sys.stdout is its log
@@ -244,10 +281,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         outputs = _kfp.run_local(args.pipeline, arguments, run_dir, verbose=args.verbose,
                                  on_step=None if args.verbose else lambda step: _print_step(step, console),
                                  progress=not args.verbose and sys.stderr.isatty())
+    except KeyboardInterrupt:
+        (run_dir / "run.json").write_text(provenance.dumps({**record, "status": "interrupted"}))
+        raise
     except Exception as err:
         (run_dir / "run.json").write_text(provenance.dumps({**record, "status": "failed", "error": str(err)}))
         _print_failure(err, run_dir / _kfp.LOG_NAME)
-        raise RuntimeError(f"pipeline {args.pipeline} failed: {err} (run dir {_shown(run_dir)})") from err
+        raise RuntimeError(f"pipeline {args.pipeline} failed: {err}") from err
     report = _kfp.save_report(outputs, run_dir)
     paths = {k: getattr(v, "path", None) for k, v in outputs.items()}
     metrics = dict(outputs["metrics"].metadata) if "metrics" in outputs else {}
@@ -262,6 +302,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run dir: {_shown(run_dir)}")
     _print_metrics(metrics)
     return 0
+
+
+def _mark_interrupted(runs: Path) -> None:
+    """Mark ``interrupted`` the runs under ``runs`` whose run.json still says ``running`` but whose process on this
+    host is gone (killed, or the machine went down), so that no run stays ``running`` forever."""
+    import platform
+
+    from micropipe.datasets.lock import pid_alive
+
+    for path in sorted(runs.glob("*/run.json")) if runs.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if (record.get("status") == "running" and record.get("host") == platform.node()
+                and not pid_alive(record.get("pid", -1))):
+            path.write_text(json.dumps({**record, "status": "interrupted"}, indent=1))
+            log.warning("run %s was interrupted (its process %s is gone); marked so", path.parent,
+                        record.get("pid"))
 
 
 def _shown(path: Path) -> str:
@@ -390,7 +449,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise ValueError(f"profile {profile.name!r} has no data_root; pass --set dataset_uri=s3://...")
         arguments["dataset_uri"] = f"{profile.data_root.rstrip('/')}/{args.pipeline}/{stamp}"
     arguments = _with_preset(args.pipeline, args.preset, arguments)
-    _kfp.check_arguments(module.build(profile), arguments, f"pipeline {args.pipeline}")
+    _kfp.validate(args.pipeline, arguments, f"pipeline {args.pipeline}")
     package = _kfp.compile_pipeline(args.pipeline, profile, Path(args.out))
     token, token_source = _server.resolve_token()
     request = {"host": host, "pipeline": module.NAME, "version": f"{micropipe.__version__}-{profile.name}-{stamp}",
@@ -466,9 +525,32 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         print(json.dumps({k: m[k] for k in ("uri", "n_ve", "shard_size")} | {
             "n_shards": len(m["shards"]), "provenance": m["provenance"]}, indent=1))
         return 0
+    from micropipe.datasets import shards
+
     with store.local_copy(args.path) as path:
-        print(json.dumps(io.shard_info(path), indent=1, default=str))
-    return 0
+        info = {**io.shard_info(path), "path": str(args.path)}  # the URI given, not a temporary local copy
+        try:
+            shards.check_checksum(str(args.path), path)
+            info["checksum"] = "ok"
+        except shards.ChecksumError as e:
+            info["checksum"] = "none recorded" if shards.recorded_checksum(str(args.path)) is None else str(e)
+    print(json.dumps(info, indent=1, default=str))
+    return 0 if info["checksum"] in ("ok", "none recorded") else 1
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from micropipe import store
+    from micropipe.datasets import shards
+
+    if not store.exists(args.dataset):
+        raise FileNotFoundError(f"{args.dataset}: no dataset there")
+    results = shards.verify(args.dataset)
+    bad = [r for r in results if r["status"] != "ok"]
+    for r in bad:
+        print(f"{r['status']:12s} {r['message']}")
+    print(f"{args.dataset}: {len(results)} file(s) checked, {len(results) - len(bad)} ok, {len(bad)} not"
+          + ("; a rerun with this --dataset-uri moves corrupted shards aside and computes them again" if bad else ""))
+    return 1 if bad else 0
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
@@ -556,8 +638,11 @@ def _load_geom(path: str) -> Any:
         raise FileNotFoundError(f"{path}: geometry file not found")
     if p.suffix != ".vti":
         raise ValueError(f"{path}: expected a DAMASK geometry file (.vti), got suffix {p.suffix!r}")
+    from micropipe.ve.io import quiet_vtk
+
     try:
-        return damask.GeomGrid.load(p)
+        with quiet_vtk():
+            return damask.GeomGrid.load(p)
     except Exception as e:  # VTK readers raise a variety of errors for bad files
         raise ValueError(f"{path}: not a readable DAMASK geometry: expected VTK image data with cell data "
                          f"'material' ({type(e).__name__}: {e})") from None

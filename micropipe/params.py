@@ -34,6 +34,15 @@ def positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def config_from(parameter: str, cls: Any, fields: dict[str, Any]) -> Any:
+    """``cls.from_dict(fields)`` for the pipeline parameter ``parameter``; what it raises (an unknown field, a bad
+    value) becomes one ``ValueError`` that names the parameter."""
+    try:
+        return cls.from_dict(fields)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{parameter}: {e}") from None
+
+
 class FromDict:
     """Mixin for config dataclasses: ``from_dict`` (unknown keys are an error, naming the valid ones) and
     ``to_dict`` (plain dicts, as stored in checkpoints and KFP parameters)."""

@@ -34,6 +34,27 @@ pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.85em}
 """
 
 
+def compact_json(obj: Any, indent: int = 1) -> str:
+    """JSON with mappings indented and every list whose items are all scalars on one line."""
+    def scalar(v: Any) -> bool:
+        return v is None or isinstance(v, str | int | float | bool)
+
+    def fmt(v: Any, level: int) -> str:
+        pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+        if isinstance(v, Mapping):
+            if not v:
+                return "{}"
+            items = [f"{inner}{json.dumps(str(k))}: {fmt(x, level + 1)}" for k, x in v.items()]
+            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+        if isinstance(v, list | tuple):
+            if all(scalar(x) for x in v):
+                return json.dumps(list(v), default=str)
+            return "[\n" + ",\n".join(f"{inner}{fmt(x, level + 1)}" for x in v) + f"\n{pad}]"
+        return json.dumps(v, default=str)
+
+    return fmt(json.loads(json.dumps(obj, default=str)), 0)
+
+
 def figure_png(fig: matplotlib.figure.Figure, dpi: int = 110) -> bytes:
     """PNG bytes of a matplotlib figure; the figure is closed."""
     buf = io.BytesIO()
@@ -95,7 +116,8 @@ class Report:
         return self._add("code", text)
 
     def json(self, obj: Any) -> Report:
-        return self.code(json.dumps(obj, indent=1, default=str))
+        """``obj`` as JSON, lists of numbers or strings on one line (a 3x3 matrix as three lines, not twelve)."""
+        return self.code(compact_json(obj))
 
     def to_html(self) -> str:
         out = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
@@ -612,6 +613,41 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes) -> str:
     return str(loc)
 
 
+def create_exclusive(uri: str | os.PathLike[str], data: bytes) -> bool:
+    """Write ``data`` to ``uri`` only if nothing is there yet, in one atomic step; returns whether it was written.
+
+    Two writers racing for the same ``uri`` cannot both win: locally the complete file is hard-linked into place
+    (``link`` fails when the name exists); on S3 the PUT carries ``If-None-Match: *`` (a conditional write, which
+    AWS S3 and MinIO honour), so the server refuses the second one with 412.
+    """
+    loc = _parse(uri)
+    data = bytes(data)
+    if isinstance(loc, _Local):
+        loc.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = loc.path.with_name(f".{loc.path.name}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
+        try:
+            tmp.write_bytes(data)
+            os.link(tmp, loc.path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+    _require_key(loc)
+
+    def put(client: Minio) -> bool:
+        try:  # minio's public put_object turns unknown headers into metadata; its _put_object sends them as given
+            client._put_object(loc.bucket, loc.key, data, headers={"If-None-Match": "*",
+                                                                   "Content-Length": str(len(data))})
+            return True
+        except S3Error as exc:
+            if exc.code == "PreconditionFailed":
+                return False
+            raise
+
+    return _s3(loc, "create", put)
+
+
 def read_bytes(uri: str | os.PathLike[str]) -> bytes:
     """Contents of the file/object at ``uri``; :class:`KeyNotFoundError` when there is none."""
     loc = _parse(uri)
@@ -652,6 +688,41 @@ def exists(uri: str | os.PathLike[str]) -> bool:
     return True
 
 
+def check_writable(uri: str | os.PathLike[str]) -> None:
+    """Fail fast, before any work, where ``uri`` cannot be written: on S3 an unreachable endpoint, wrong credentials
+    or a missing bucket (each one :class:`StoreError` line, after the usual retries); locally a path that is a file
+    or whose first existing parent is not a writable directory."""
+    loc = _parse(uri)
+    if isinstance(loc, _Remote):
+        if not _s3(loc, "check bucket of", lambda c: c.bucket_exists(loc.bucket)):
+            raise _bucket_missing(loc, _config(loc))
+        return
+    path = loc.path.expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{loc}: is a file; expected a directory for the dataset")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(f"{loc}: {parent} is not a writable directory; expected a place the dataset can be written")
+
+
+def remove_staging(uri: str | os.PathLike[str]) -> int:
+    """Remove the temporary files and folders that interrupted writers left under the local directory ``uri``
+    (their names carry the staging mark); returns how many. Call it only while no one else writes there (the
+    dataset's lock is held). S3 has no staging: an upload is complete or absent."""
+    loc = _parse(uri)
+    if isinstance(loc, _Remote) or not loc.path.is_dir():
+        return 0
+    stale = [p for p in loc.path.rglob(f"*{_TMP_SUFFIX}*") if _TMP_SUFFIX in p.name]
+    for p in sorted(stale, key=lambda p: len(p.parts), reverse=True):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def list_files(uri_prefix: str | os.PathLike[str]) -> list[str]:
     """Every file under a directory / key prefix, recursively, as sorted full URIs (or paths).
 
@@ -675,6 +746,27 @@ def delete(uri: str | os.PathLike[str]) -> None:
     if loc.path.is_dir():
         raise IsADirectoryError(f"{loc} is a directory; use delete_prefix to delete a directory")
     loc.path.unlink(missing_ok=True)
+
+
+def move(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> str:
+    """Move one file/object from ``src`` to ``dest`` (same store; an existing ``dest`` is replaced); returns ``dest``.
+
+    Locally a rename; on S3 a server-side copy, then the source is deleted.
+    """
+    a, b = _parse(src), _parse(dest)
+    if isinstance(a, _Remote) != isinstance(b, _Remote):
+        raise ValueError(f"move: {src} and {dest} are in different stores; expected both local or both remote")
+    if isinstance(a, _Local):
+        if not a.path.is_file():
+            raise _local_missing(a)
+        b.path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(a.path, b.path)
+        return str(b)
+    _require_key(a)
+    _require_key(b)
+    _s3(b, "copy to", lambda c: c.copy_object(b.bucket, b.key, CopySource(a.bucket, a.key)))
+    _s3(a, "delete", lambda c: c.remove_object(a.bucket, a.key))
+    return str(b)
 
 
 def delete_prefix(uri: str | os.PathLike[str]) -> int:

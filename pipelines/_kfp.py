@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
-import inspect
 import json
 import os
 import re
@@ -60,7 +59,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             *parents, leaf = key.strip().split(".")
             for p in parents:
                 node = node.setdefault(p, {})
-            node[leaf] = yaml.safe_load(value)
+            try:
+                node[leaf] = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+                raise ValueError(f"--set {part.strip()}: the value is not valid YAML ({problem}); quote it, or "
+                                 f"close its brackets") from None
     return out
 
 
@@ -403,10 +407,38 @@ def run_local(pipeline: str, arguments: dict[str, Any], run_dir: Path, *, verbos
             task = func(**arguments)
         except Exception as err:
             failed = steps.failed()
-            what = f"step {', '.join(s.name for s in failed)} failed" if failed else _local.plain(str(err))
+            what = f"step {failed[0].name} failed: {failed[0].error()}" if failed else _local.plain(str(err))
             raise _local.PipelineFailed(what, failed, log_path) from err
     outputs = task.outputs if isinstance(task.outputs, dict) else {"output": task.output}
     return dict(outputs)
+
+
+def validate(pipeline: str, arguments: dict[str, Any], source: str) -> None:
+    """Before anything runs: unknown parameters, then every value as the pipeline's steps will read it (its study's
+    ``check_arguments``, defaults filled in); one ``ValueError`` naming the parameter."""
+    import importlib
+
+    from pipelines import load
+
+    func = load(pipeline).build(LOCAL)
+    check_arguments(func, arguments, source)
+    importlib.import_module(f"micropipe.studies.{pipeline}").check_arguments({**default_arguments(func),
+                                                                              **arguments})
+
+
+def new_run_dir(parent: Path) -> Path:
+    """Create and return a run directory under ``parent`` that no other run has: ``<UTC stamp>``, else
+    ``<UTC stamp>-2``, ``-3``... (two runs started in the same second each get their own)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = utc_stamp()
+    for k in range(1, 1000):
+        path = parent / (stamp if k == 1 else f"{stamp}-{k}")
+        try:
+            path.mkdir()
+            return path.resolve()
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"{parent}: no free run directory for {stamp}")
 
 
 def save_report(outputs: dict[str, Any], run_dir: Path) -> dict[str, Path]:
@@ -430,9 +462,8 @@ def pipeline_parameters(pipeline: str) -> list[str]:
 
 
 def default_arguments(pipeline_func: Any) -> dict[str, Any]:
-    """Defaults declared in the pipeline signature."""
-    sig = inspect.signature(pipeline_func.python_func)
-    return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+    """Defaults declared in the pipeline signature (as the compiled component spec holds them)."""
+    return {k: spec.default for k, spec in (pipeline_func.component_spec.inputs or {}).items() if spec.optional}
 
 
 def utc_stamp() -> str:

@@ -33,6 +33,7 @@ _KEEP = 400
 """Lines of each step's log kept in memory for its tail (its full log is in the log file)."""
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Unavailable|Locked|Failed)\b.*:")
 # kfp's own lines (its MillisecondFormatter) and separators: not part of a task's output. Threads racing on kfp's
 # indenting print can indent them too.
 _KFP_LINE = re.compile(r"^\s*(\d\d:\d\d:\d\d\.\d{3} - [A-Z]+ - |-{20,}$)")
@@ -56,6 +57,13 @@ class Step:
     """``running``, ``succeeded`` or ``failed``."""
     seconds: float = 0.0
     lines: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=_KEEP))
+
+    def error(self) -> str:
+        """The error the task ended with: the last ``SomeError: message`` line it printed (a traceback's last
+        line), else its last line."""
+        tail = self.tail(_KEEP)
+        found = next((line.strip() for line in reversed(tail) if _ERROR_LINE.match(line.strip())), None)
+        return found or (tail[-1].strip() if tail else "")
 
     def tail(self, n: int = TAIL_LINES) -> list[str]:
         """The last ``n`` lines the task itself printed (kfp's own lines and trailing blanks left out),

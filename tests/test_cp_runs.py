@@ -228,6 +228,9 @@ def test_rerun_skips_complete_shards_only(tmp_path, fake_solver):
     runs.write_shard(uri, 0, loadcase={"increments": 4}, progress=False, force=True)
     assert fake_solver["batches"] == [2, 2, 2]
     dataset.write_shard(uri, 0, n_ve=4, shard_size=2, generator=GENERATOR, seed=2)  # other VEs, same ids
+    with pytest.raises(ValueError, match="rewritten after its dataset's manifest was written.*gather the dataset"):
+        runs.write_shard(uri, 0, loadcase={"increments": 4}, progress=False)  # VEs the manifest does not know
+    dataset.gather(uri, n_ve=4, shard_size=2, generator=GENERATOR, seed=2)
     runs.write_shard(uri, 0, loadcase={"increments": 4}, progress=False)
     assert fake_solver["batches"] == [2, 2, 2, 2], "the VE shard changed: computed again"
 

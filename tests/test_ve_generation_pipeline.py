@@ -73,7 +73,8 @@ def test_run_prints_one_line_per_step_and_a_report_that_opens(console_run):
 
 def test_failed_step_is_named_with_the_tail_of_its_log(tmp_path, capsys):
     streams = sys.stdout, sys.stderr, builtins.print
-    rc = cli.main(["run", "ve_generation", "--set", TINY + ",generator.cells=0", "--runs-dir", str(tmp_path)])
+    # a fault only the task finds (the DREAM.3D binary lives in its image); bad values stop before launch
+    rc = cli.main(["run", "ve_generation", "--set", TINY + ",backend=dream3d", "--runs-dir", str(tmp_path)])
     assert rc == 2
     out, err = capsys.readouterr()
     assert (sys.stdout, sys.stderr, builtins.print) == streams, "streams and print restored"
@@ -85,7 +86,7 @@ def test_failed_step_is_named_with_the_tail_of_its_log(tmp_path, capsys):
     assert header and 10 <= int(header[2]) <= 30, err
     tail = err[header.end():].splitlines()[1:int(header[2]) + 1]
     assert all(line.startswith("  | ") for line in tail), err
-    assert "ValueError: generator config: cells must be positive integers" in tail[-1]
+    assert "BackendUnavailable: DREAM.3D PipelineRunner not found" in tail[-1]
     assert f"full log: {run_dir / 'kfp.log'}" in err
     assert f"pipeline ve_generation failed: step {header[1]}" in err
     assert "Traceback (most recent call last)" in (run_dir / "kfp.log").read_text()

@@ -17,6 +17,7 @@ from typing import Any
 
 import damask
 import numpy as np
+import yaml
 
 from micropipe.store import atomic_path
 
@@ -108,6 +109,13 @@ def load_loadcase(path: PathLike) -> Loadcase:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: load case file not found")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not readable as YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"{path}: expected a DAMASK_grid load case, a mapping with 'solver' and 'loadstep', "
+                         f"got {type(doc).__name__} {str(doc)[:40]!r}")
     try:
         config = damask.LoadcaseGrid.load(path)
     except Exception as e:

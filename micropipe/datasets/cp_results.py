@@ -53,7 +53,7 @@ from micropipe import provenance as _provenance
 from micropipe import store
 from micropipe.crystal.tensors import VOIGT_PAIRS
 from micropipe.datasets import ve as ve_dataset
-from micropipe.datasets.shards import Kind, check_collected
+from micropipe.datasets.shards import Kind, check_collected, publish, recorded_checksum
 from micropipe.ve import io
 
 log = logging.getLogger(__name__)
@@ -158,15 +158,15 @@ def write_results(df: pd.DataFrame, uri: str | os.PathLike, provenance: Mapping[
     ``n_converged``, ``params_sha256`` (:func:`fingerprint` of the solver parameters), ``ve_sha256``
     (:func:`ve_digest` of the VE shard the rows were computed from), ``provenance`` and ``complete: true``.
     The file is written under a temporary name and renamed (or uploaded in one PUT), so nothing
-    half-written appears at ``uri``.
+    half-written appears at ``uri``; its SHA-256 goes into ``<uri>.sha256`` beside it
+    (:func:`micropipe.datasets.shards.publish`).
     """
     table = _table(df)
     meta = {"format": RESULTS_FORMAT, "format_version": RESULTS_FORMAT_VERSION, "n_ve": int(len(df)),
             "n_converged": int(np.sum(df["converged"].to_numpy(bool))), "params_sha256": params_sha256,
             "ve_sha256": ve_sha256, "provenance": dict(provenance), "complete": True}
     table = table.replace_schema_metadata({META_KEY: _provenance.dumps(meta).encode()})
-    with store.staged_output(uri) as path:
-        pq.write_table(table, path, compression="zstd")
+    publish(str(uri), lambda path: pq.write_table(table, path, compression="zstd"))
     log.info("wrote %s (%d VEs, %d converged)", uri, meta["n_ve"], meta["n_converged"])
     return str(uri)
 
@@ -267,8 +267,8 @@ def gather(dataset_uri: str, collected: Sequence[str] | None = None) -> pd.DataF
         check_collected(collected, [KIND.shard_uri(dataset_uri, i) for i in range(len(ve_manifest["shards"]))])
     frames, shas = [], set()
 
-    def check(index: int, uri: str) -> dict[str, Any]:
-        df = read_results(uri)
+    def check(index: int, uri: str, path: Path) -> dict[str, Any]:
+        df = read_results(path)
         shard = ve_manifest["shards"][index]
         expected = [ve_dataset.ve_id(i) for i in _id_range(shard)]
         if df["ve_id"].tolist() != expected:
@@ -290,10 +290,11 @@ def gather(dataset_uri: str, collected: Sequence[str] | None = None) -> pd.DataF
               if k not in ("shard_index", "ve_shard", "ve_sha256", "dataset_uri")}
     record = _provenance.record(seed=ve_manifest["provenance"].get("seed"), step="cp.gather",
                                 params={**params, "dataset_uri": dataset_uri, "n_shards": len(shards)})
-    write_results(df, store.join(dataset_uri, GATHERED), record, params_sha256=shas.pop())
+    gathered = write_results(df, store.join(dataset_uri, GATHERED), record, params_sha256=shas.pop())
     n_converged = int(df["converged"].sum())
-    KIND.write_manifest(dataset_uri, {"results": GATHERED, "n_ve": len(df), "n_converged": n_converged,
-                                      "shards": shards, "provenance": record})
+    KIND.write_manifest(dataset_uri, {"results": GATHERED, "results_sha256": recorded_checksum(gathered),
+                                      "n_ve": len(df), "n_converged": n_converged, "shards": shards,
+                                      "provenance": record})
     log.info("gathered CP results of %d shards (%d VEs, %d converged) into %s", len(shards), len(df),
              n_converged, store.join(dataset_uri, GATHERED))
     df.attrs["micropipe"] = {"provenance": record, "n_ve": len(df), "n_converged": n_converged}

@@ -108,10 +108,9 @@ def gather(dataset_uri: str, *, n_ve: int, shard_size: int, generator: dict[str,
     if collected is not None:
         check_collected(collected, [KIND.shard_uri(dataset_uri, i) for i in range(len(ranges))])
 
-    def check(index: int, uri: str) -> dict[str, Any]:
+    def check(index: int, uri: str, path: Path) -> dict[str, Any]:
         start, stop = ranges[index]
-        with store.local_copy(uri) as path:
-            info = io.shard_info(path)
+        info = io.shard_info(path)
         expected = [ve_id(i) for i in range(start, stop)]
         if list(info["ids"]) != expected:
             raise ValueError(f"{uri}: holds VE ids {info['ids'][:3]}..., expected {expected[0]} ... {expected[-1]}")

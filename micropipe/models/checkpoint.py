@@ -81,6 +81,16 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     return path
 
 
+def read_torch(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` of a file of tensors and plain data only (``weights_only=True``, never anything else); a file
+    torch cannot read that way (not a torch file, truncated, pickled objects) is a ``ValueError`` naming it."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (zip reader), EOFError, KeyError, ... for bad bytes
+        raise ValueError(f"not a micropipe checkpoint: {path} (torch cannot read it as tensors and plain data: "
+                         f"{type(e).__name__}); expected a file written by micropipe's training steps") from None
+
+
 def load_checkpoint(path: str | Path | Mapping[str, Any], *, kind: str | None = None, config: Any = None,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`, and check it.
@@ -104,7 +114,7 @@ def load_checkpoint(path: str | Path | Mapping[str, Any], *, kind: str | None = 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint at {path}")
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = read_torch(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a {FORMAT} checkpoint (format {found!r})")

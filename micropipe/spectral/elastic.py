@@ -517,16 +517,16 @@ def load_phases(path: str | Path, *, threshold: float | None = None) -> np.ndarr
 
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory; expected a volume file (.dream3d, .h5, .npy, .npz, .tif, .vti)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: volume not found")
     if suffix == ".npy":
-        a = np.load(path, allow_pickle=False)
+        a = io.load_array(path, "integer phase labels (X, Y, Z)")
     elif suffix in (".tif", ".tiff"):
         a = io.load_tiff_stack(path)
     elif suffix == ".vti":
-        import damask
-
-        v = damask.VTK.load(path)
+        v = io.load_vti_data(path)
         cells = tuple(int(c) - 1 for c in v.vtk_data.GetDimensions())
         labels = v.labels.get("Cell Data", [])
         name = next((n for n in ("phase_ids", "phase", "material") if n in labels), None)

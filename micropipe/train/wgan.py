@@ -27,6 +27,7 @@ from torch import nn
 
 from micropipe.models.checkpoint import check_config, load_checkpoint, save_checkpoint
 from micropipe.models.wgan3d import KIND, Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from micropipe.params import FromDict
 from micropipe.train import loss_log
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ _RESUMABLE = ("iterations", "checkpoint_every", "log_every")  # may change betwe
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(FromDict):
     """Optimisation of seed 001, §4 and Table 1.
 
     iterations : int

@@ -20,6 +20,7 @@ CSV table      one row per grain: ``grain_id, phase, phi1, Phi, phi2`` (Bunge, r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -261,6 +262,18 @@ def _open_h5(path: Path, what: str) -> h5py.File:
         raise ValueError(f"{path}: not a readable HDF5 file, expected {what} ({e})") from e
 
 
+@contextlib.contextmanager
+def _damage(source: str) -> Iterator[None]:
+    """h5py's errors for a file whose bytes were damaged after it was written (``OSError``/``KeyError`` 'incorrect
+    metadata checksum', 'wrong B-tree signature', a failed filter) as one ``ValueError`` naming the file."""
+    try:
+        yield
+    except (OSError, KeyError, RuntimeError) as e:
+        reason = str(e).strip("'\"").splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{source}: damaged HDF5 data ({reason}); expected an intact file: regenerate it, or run "
+                         f"'micropipe data verify' on its dataset") from None
+
+
 def _check_shard_header(f: h5py.File, path: Path) -> list[str]:
     fmt = f.attrs.get("format")
     if fmt != SHARD_FORMAT:
@@ -323,13 +336,16 @@ def iter_shard(path: PathLike) -> Iterator[tuple[str, VolumeElement]]:
     The file-level checks (format, ``complete``) run at once; each VE is validated when it is read.
     """
     path = _existing_file(path, "VE shard")
-    with _open_h5(path, "a micropipe VE shard") as f:
+    with _open_h5(path, "a micropipe VE shard") as f, _damage(str(path)):
         ids = _check_shard_header(f, path)
 
     def _generate() -> Iterator[tuple[str, VolumeElement]]:
         with _open_h5(path, "a micropipe VE shard") as f:
             for ve_id in ids:
-                yield ve_id, _read_ve_group(f[ve_id], f"{path} [{ve_id}]")
+                source = f"{path} [{ve_id}]"
+                with _damage(source):
+                    ve = _read_ve_group(f[ve_id], source)
+                yield ve_id, ve
 
     return _generate()
 
@@ -349,7 +365,7 @@ def shard_info(path: PathLike) -> dict[str, Any]:
         ``n_grains`` ({id: G}) and ``provenance`` (dict).
     """
     path = _existing_file(path, "VE shard")
-    with _open_h5(path, "a micropipe VE shard") as f:
+    with _open_h5(path, "a micropipe VE shard") as f, _damage(str(path)):
         ids = _check_shard_header(f, path)
         cells, n_grains = {}, {}
         for ve_id in ids:
@@ -905,21 +921,29 @@ def save_vti(path: PathLike, ve: VolumeElement) -> Path:
     return target
 
 
-def load_vti(path: PathLike, *, lattice: str | None = None) -> VolumeElement:
-    """Read a VE from a ``.vti`` written by :func:`save_vti`, or any VTK ImageData with ``material``.
-
-    Foreign files need per-voxel ``Euler_angles`` cell data (radians, constant per material) and
-    ``lattice=``; ``material`` labels are compacted to 0..G-1 in ascending order.
-    """
+def load_vti_data(path: PathLike) -> Any:
+    """The ``damask.VTK`` of a ``.vti`` file; a file VTK cannot read is one ``ValueError`` (VTK's own C++ messages
+    kept off the console)."""
     import damask
 
     path = _existing_file(path, "VTK ImageData file")
     if path.suffix != ".vti":
         raise ValueError(f"{path}: expected a .vti file")
     try:
-        v = damask.VTK.load(path)
-    except (TypeError, ValueError, OSError) as e:
+        with quiet_vtk():
+            return damask.VTK.load(path)
+    except (TypeError, ValueError, OSError, KeyError) as e:
         raise ValueError(f"{path}: not a readable VTK ImageData file ({e})") from e
+
+
+def load_vti(path: PathLike, *, lattice: str | None = None) -> VolumeElement:
+    """Read a VE from a ``.vti`` written by :func:`save_vti`, or any VTK ImageData with ``material``.
+
+    Foreign files need per-voxel ``Euler_angles`` cell data (radians, constant per material) and
+    ``lattice=``; ``material`` labels are compacted to 0..G-1 in ascending order.
+    """
+    v = load_vti_data(path)
+    path = Path(path)
     cells = tuple(int(c) - 1 for c in v.vtk_data.GetDimensions())
     if "material" not in v.labels.get("Cell Data", []):
         raise ValueError(f"{path}: field 'material' is missing: expected cell data with the grain id per voxel")
@@ -1035,6 +1059,37 @@ def save_npy(path: PathLike, ve: VolumeElement) -> Path:
     return target
 
 
+def load_array(path: PathLike, what: str) -> np.ndarray:
+    """A ``.npy`` file's array, read without pickle; a file numpy cannot read that way (truncated, not ``.npy``,
+    pickled Python objects) is one ``ValueError`` naming the file and ``what`` was expected in it."""
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise ValueError(f"{path}: not a .npy file (no NumPy header); expected a .npy of {what}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise ValueError(f"{path}: holds pickled Python objects, not an array; expected a .npy of {what}") \
+                from None
+        raise ValueError(f"{path}: not a readable .npy file ({e}); expected {what}") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npy file ({e}); expected {what}") from None
+
+
+@contextlib.contextmanager
+def quiet_vtk() -> Iterator[None]:
+    """VTK's readers print their C++ errors on stderr before Python sees an exception; keep them off the console
+    (the caller raises one line instead)."""
+    from vtkmodules.vtkCommonCore import vtkObject
+
+    before = vtkObject.GetGlobalWarningDisplay()
+    vtkObject.GlobalWarningDisplayOff()
+    try:
+        yield
+    finally:
+        vtkObject.SetGlobalWarningDisplay(before)
+
+
 def load_npy(path: PathLike, *, grain_table: PathLike | None = None, spacing: Any = None,
              lattice: str | None = None) -> VolumeElement:
     """Read ``grain_ids`` from ``.npy`` and the grains from ``<stem>.grains.csv`` (or ``grain_table``).
@@ -1044,10 +1099,7 @@ def load_npy(path: PathLike, *, grain_table: PathLike | None = None, spacing: An
     """
     path = _existing_file(path, ".npy grain-id array")
     table_path = _existing_file(grain_table if grain_table is not None else grain_table_path(path), "grain table")
-    try:
-        grain_ids = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npy file ({e})") from e
+    grain_ids = load_array(path, "grain ids (X, Y, Z)")
     table = load_grain_table(table_path)
     comment = _csv_comment(table_path)
     meta = _parse_meta(comment[len(META_TAG) + 1:], f"{table_path}: first line") \

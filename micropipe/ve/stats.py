@@ -23,8 +23,9 @@ from micropipe.ve import texture as tex
 from micropipe.ve.generator import GeneratorConfig
 from micropipe.ve.volume import EULER_NORM, VolumeElement
 
-MACKENZIE_SAMPLES = 10000
-"""Random pairs used for the Mackenzie reference in :func:`summarize`."""
+MACKENZIE_SAMPLES = 200_000
+"""Random pairs used for the Mackenzie reference in :func:`summarize`: the mean's standard error is < 0.03 deg
+(cubic: 40.75 against Mackenzie's 40.74; 10,000 pairs gave 40.94), at 0.6 s."""
 
 
 def _unwrap_offsets(labels: np.ndarray, x: np.ndarray, L: int, n_grains: int) -> tuple[np.ndarray, np.ndarray]:

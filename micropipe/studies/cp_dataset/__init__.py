@@ -5,3 +5,16 @@
 ``report``: curves, convergence, iterations and wall time, with the pipeline's metrics. The results format
 itself is :mod:`micropipe.datasets.cp_results`.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def check_arguments(arguments: Mapping[str, Any]) -> None:
+    """The pipeline's parameters, checked as its steps will read them (``ValueError`` naming the parameter)."""
+    from micropipe.studies import arguments as check
+
+    generator = check.ve_dataset(arguments, "ve_backend")
+    check.cp_runs(arguments, generator.lattice)

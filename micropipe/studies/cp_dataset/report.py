@@ -196,7 +196,13 @@ def _iterations_figure(df: pd.DataFrame) -> Any:
         x = np.arange(1, n + 1)
         a.fill_between(x, np.nanmin(its, axis=0), np.nanmax(its, axis=0), alpha=0.3, lw=0)
         a.plot(x, np.nanmean(its, axis=0), "o-", ms=3)
-        b.bar(x, cuts, color="C1")
+        if cuts.any():
+            b.bar(x, cuts, color="C1")
+            b.set_ylim(0, None)
+            b.yaxis.get_major_locator().set_params(integer=True)
+    if not n or not cuts.any():  # an empty panel with a +-0.04 axis said nothing
+        b.text(0.5, 0.5, "no cutbacks", ha="center", va="center", transform=b.transAxes)
+        b.set_yticks([])
     a.set_xlabel("increment")
     a.set_ylabel("global iterations")
     b.set_xlabel("increment")

@@ -25,6 +25,7 @@ from micropipe.crystal.material import Phase
 from micropipe.crystal.numerics import Numerics
 from micropipe.datasets import cp_results
 from micropipe.datasets import ve as ve_dataset
+from micropipe.datasets.shards import check_checksum
 from micropipe.studies.cp_dataset.inputs import (
     check_cells,
     parameters,
@@ -269,7 +270,10 @@ def write_shard(dataset_uri: str, shard_index: int, *, material: str | Phase = "
     params = parameters(phase, lc, nm, backend, cells)
     sha = _provenance.digest(params)
     out = store.join(dataset_uri, cp_results.shard_results_name(int(shard_index)))
-    with store.local_copy(store.join(dataset_uri, shard["path"])) as path:
+    ve_uri = store.join(dataset_uri, shard["path"])
+    with store.local_copy(ve_uri) as path:
+        if shard.get("sha256"):  # the VEs the dataset was gathered with (manifests before checksums have none)
+            check_checksum(ve_uri, path, shard["sha256"])
         ve_sha = cp_results.ve_digest(path)
         if not force and cp_results.shard_complete(out, shard["n_ve"], sha, ve_sha):
             log.info("%s is complete (%d VEs); skipping shard %d", out, shard["n_ve"], shard_index)

@@ -12,7 +12,7 @@ import numpy as np
 
 from micropipe import provenance, store
 from micropipe.datasets.ve_tensors import ve_tensor
-from micropipe.models.checkpoint import load_checkpoint
+from micropipe.models.checkpoint import load_checkpoint, read_torch
 from micropipe.models.surrogate import load_surrogate, predict
 from micropipe.models.vae3d import VAE3D, encode_mean
 from micropipe.studies.cp_surrogate.vae import vae_lattice
@@ -77,12 +77,11 @@ class Predictor:
 
 def load_predictor(path: str | Path, device: str | None = None) -> Predictor:
     """Rebuild a :class:`Predictor` from a file of :func:`save_predictor` (no training code needed)."""
-    import torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no predictor file")
-    bundle = torch.load(path, map_location="cpu", weights_only=True)
+    bundle = read_torch(path)
     if not isinstance(bundle, dict) or bundle.get("format") != PREDICTOR_FORMAT:
         raise ValueError(f"{path}: not a {PREDICTOR_FORMAT} file (written by "
                          f"micropipe.studies.cp_surrogate.predictor.save_predictor; the pipeline's 'predictor' output)")

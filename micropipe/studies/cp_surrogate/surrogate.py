@@ -15,7 +15,7 @@ import pandas as pd
 from micropipe import provenance
 from micropipe.datasets.fingerprints import matrix
 from micropipe.metrics.latent import ridge_readout
-from micropipe.params import integral_floats_to_int
+from micropipe.params import config_from, integral_floats_to_int
 from micropipe.studies.cp_surrogate.predictor import save_predictor
 from micropipe.ve.stats import TEXTURE_DESCRIPTORS
 
@@ -70,6 +70,21 @@ def surrogate_data(fingerprints: pd.DataFrame, results: pd.DataFrame, *, set_nam
     return out
 
 
+def configs(model: Mapping[str, Any], train: Mapping[str, Any], in_dim: int, out_dim: int | None = None
+            ) -> tuple[Any, Any]:
+    """``(SurrogateConfig, TrainConfig)`` of the pipeline parameters ``surrogate`` and ``surrogate_train`` for
+    fingerprints of ``in_dim`` values and curves of ``out_dim`` (default the model's); a ``ValueError`` naming the
+    parameter and field otherwise."""
+    from micropipe.models.surrogate import SurrogateConfig
+    from micropipe.train import surrogate as sur
+
+    fields = {**integral_floats_to_int(dict(model)), "in_dim": int(in_dim)}
+    if out_dim is not None:
+        fields["out_dim"] = int(out_dim)
+    return (config_from("surrogate", SurrogateConfig, fields),
+            config_from("surrogate_train", sur.TrainConfig, integral_floats_to_int(dict(train))))
+
+
 def fit_surrogate(data: Mapping[str, Any], *, model: Mapping[str, Any], train: Mapping[str, Any],
                   train_fraction: float = 0.8, n_train: int | None = None, val_fraction: float = 0.15,
                   seed: int = 0, device: str | None = None) -> dict[str, Any]:
@@ -83,7 +98,6 @@ def fit_surrogate(data: Mapping[str, Any], *, model: Mapping[str, Any], train: M
     (train, test), ``baseline_curve`` (Pa) and, with texture descriptors in ``data``, ``texture_reference``
     (:func:`texture_reference`).
     """
-    from micropipe.models.surrogate import SurrogateConfig
     from micropipe.train import surrogate as sur
 
     ids = list(data["ids"])
@@ -93,9 +107,7 @@ def fit_surrogate(data: Mapping[str, Any], *, model: Mapping[str, Any], train: M
     rows = {name: [pos[i] for i in part] for name, part in
             (("train", train_ids), ("test", test_ids), ("fit", fit_ids), ("val", val_ids))}
     X, Y = np.asarray(data["X"]), np.asarray(data["Y"])
-    model_config = SurrogateConfig.from_dict({**integral_floats_to_int(dict(model)), "in_dim": X.shape[1],
-                                              "out_dim": Y.shape[1]})
-    config = sur.TrainConfig(**integral_floats_to_int(dict(train)))
+    model_config, config = configs(model, train, X.shape[1], Y.shape[1])
     result = sur.fit(X[rows["fit"]], Y[rows["fit"]], X[rows["val"]], Y[rows["val"]], config,
                      model_config=model_config, device=device)
     baseline = Y[rows["train"]].mean(axis=0)

@@ -11,13 +11,22 @@ from typing import Any
 from micropipe import store
 from micropipe.datasets.ve_sets import load_index
 from micropipe.datasets.ve_tensors import VESetTensors
-from micropipe.params import integral_floats_to_int
+from micropipe.params import config_from, integral_floats_to_int
+
+
+def configs(model: Mapping[str, Any], train: Mapping[str, Any], size: int) -> tuple[Any, Any]:
+    """``(VAEConfig, TrainConfig)`` of the pipeline parameters ``vae`` and ``vae_train`` for VEs of ``size``^3
+    voxels; a ``ValueError`` naming the parameter and field otherwise."""
+    from micropipe.models.vae3d import VAEConfig
+    from micropipe.train import vae
+
+    return (config_from("vae", VAEConfig, {**integral_floats_to_int(dict(model)), "size": int(size)}),
+            config_from("vae_train", vae.TrainConfig, integral_floats_to_int(dict(train))))
 
 
 def train_vae(dataset_uri: str, *, model: Mapping[str, Any], train: Mapping[str, Any], device: str | None = None):
     """Train (or resume) the VAE on the ``train`` set, validating on ``validation``; the run directory is
     ``<dataset_uri>/vae`` (local or s3://), so a rerun with the same data resumes or returns at once."""
-    from micropipe.models.vae3d import VAEConfig
     from micropipe.train import vae
 
     index = load_index(dataset_uri)
@@ -27,8 +36,7 @@ def train_vae(dataset_uri: str, *, model: Mapping[str, Any], train: Mapping[str,
     cells = x_train.grain_ids.shape[1:]
     if len(set(cells)) != 1:
         raise ValueError(f"{x_train.uri}: VEs of {cells} cells; the VAE takes cubic VEs (N, N, N)")
-    model_config = VAEConfig.from_dict({**integral_floats_to_int(dict(model)), "size": int(cells[0])})
-    train_config = vae.TrainConfig(**integral_floats_to_int(dict(train)))
+    model_config, train_config = configs(model, train, cells[0])
     data = {"lattice": lattice, "dataset_uri": dataset_uri, "n_train": len(x_train), "n_validation": len(x_val)}
     run_uri = store.join(dataset_uri, "vae")
     if not store.is_remote(run_uri):

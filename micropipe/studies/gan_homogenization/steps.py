@@ -3,15 +3,15 @@ store so that a rerun resumes."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from micropipe import provenance, store
-from micropipe.params import integral_floats_to_int
+from micropipe.params import config_from, integral_floats_to_int
 from micropipe.ve import twophase
 
 log = logging.getLogger(__name__)
@@ -40,25 +40,34 @@ def make_volumes(source: str, n: int, *, size: int, seed: int, radius: float = 4
     return made.volumes, attrs
 
 
+def configs(model: str, model_overrides: Mapping[str, Any], train_config: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """``(generator, discriminator, training)`` configs of the pipeline parameters ``model`` (a preset of
+    :data:`micropipe.models.wgan3d.PRESETS`), ``model_overrides`` (``{'generator': {...}, 'discriminator':
+    {...}}``) and ``train_config`` (:class:`micropipe.train.wgan.TrainConfig` fields); a ``ValueError`` naming the
+    parameter and field otherwise."""
+    from micropipe.models import wgan3d
+    from micropipe.train import wgan
+
+    if model not in wgan3d.PRESETS:
+        raise ValueError(f"model: unknown preset {model!r}; expected one of {', '.join(wgan3d.PRESETS)}")
+    model_overrides = integral_floats_to_int(dict(model_overrides))
+    unknown = sorted(set(model_overrides) - {"generator", "discriminator"})
+    if unknown:
+        raise ValueError(f"model_overrides: unknown key(s) {unknown}; expected 'generator' and/or 'discriminator'")
+    gen, disc = (config_from(f"model_overrides.{part}", type(base), {**base.to_dict(), **model_overrides.get(part, {})})
+                 for part, base in zip(("generator", "discriminator"), wgan3d.PRESETS[model], strict=True))
+    return gen, disc, config_from("train_config", wgan.TrainConfig, integral_floats_to_int(dict(train_config)))
+
+
 def train(volumes: np.ndarray, *, model: str, model_overrides: dict[str, Any], train_config: dict[str, Any],
           checkpoint_uri: str, device: str | None = None):
     """Train (or resume) the WGAN-GP with its checkpoint kept at ``checkpoint_uri`` (path or s3://).
 
     A rerun with the same ``checkpoint_uri`` continues the run from its last checkpoint.
     """
-    from micropipe.models import wgan3d
     from micropipe.train import wgan
 
-    if model not in wgan3d.PRESETS:
-        raise ValueError(f"model: unknown preset {model!r}; expected one of {', '.join(wgan3d.PRESETS)}")
-    model_overrides = integral_floats_to_int(model_overrides)
-    unknown = sorted(set(model_overrides) - {"generator", "discriminator"})
-    if unknown:
-        raise ValueError(f"model_overrides: unknown key(s) {unknown}; expected 'generator' and/or 'discriminator'")
-    gen, disc = wgan3d.PRESETS[model]
-    gen = dataclasses.replace(gen, **model_overrides.get("generator", {}))
-    disc = dataclasses.replace(disc, **model_overrides.get("discriminator", {}))
-    config = wgan.TrainConfig(**integral_floats_to_int(train_config))
+    gen, disc, config = configs(model, model_overrides, train_config)
     if store.is_remote(checkpoint_uri):
         with tempfile.TemporaryDirectory() as tmp:
             if store.exists(checkpoint_uri):

@@ -185,11 +185,12 @@ def _pole_figure(ves: list[VolumeElement], config: GeneratorConfig):
         ax.scatter(xy[:, 0], xy[:, 1], s=4 + 30 * w / w.max(), alpha=0.5, lw=0)
         ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="k"))
         ax.set_title(f"{label} poles")
-        ax.set_xlim(-1.05, 1.05)
-        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlim(-1.15, 1.15)
+        ax.set_ylim(-1.15, 1.15)
         ax.set_aspect("equal")
-        ax.set_xlabel("x")
-        ax.set_yticks([])
+        ax.set_axis_off()  # a unit disk: its axes are the sample's, not scales
+        ax.annotate("X", (1.08, 0), ha="left", va="center")
+        ax.annotate("Y", (0, 1.08), ha="center", va="bottom")
     return fig
 
 
@@ -221,10 +222,39 @@ def _slices_figure(ves: list[VolumeElement], config: GeneratorConfig):
     colors = [damask.Orientation.from_Euler_angles(phi=ve.euler, lattice=ve.lattice).IPF_color([0, 0, 1])[i]
               for ve, i in zip(ves, ids, strict=True)]
     fig = image_grid([colors], col_titles=[f"{ve.N_grains} grains, z = {z}" for ve, z in zip(ves, mids, strict=True)],
-                     panel=(3.2, 3.4), ticks=True, xlabel="x", ylabel="y")
+                     panel=(3.2, 3.4), ticks=True, xlabel="x (voxels)", ylabel="y (voxels)")
     for ax, i in zip(fig.axes, ids, strict=True):
         ax.add_collection(LineCollection(_boundary_segments(i), colors="k", linewidths=0.6))
+    _ipf_key(fig.add_axes((0.93, 0.2, 0.2, 0.6)), ves[0].lattice)
     return fig
+
+
+IPF_CORNERS = {"cF": {"001": (0, 0, 1), "101": (1, 0, 1), "111": (1, 1, 1)},
+               "cI": {"001": (0, 0, 1), "101": (1, 0, 1), "111": (1, 1, 1)},
+               "hP": {"0001": (0, 0, 1), "2-1-10": (1, 0, 0), "10-10": (3 ** 0.5, 1, 0)}}
+"""Corners of DAMASK's standard triangle (red, green, blue) as Cartesian crystal directions."""
+
+
+def _ipf_key(ax: Any, lattice: str, n: int = 160) -> None:
+    """The inverse-pole-figure colour key of ``lattice``: every crystal direction of the standard triangle in
+    stereographic projection, coloured as DAMASK colours the sample direction that is parallel to it."""
+    corners = {label: _stereographic(np.asarray(d, float) / np.linalg.norm(d))
+               for label, d in IPF_CORNERS[lattice].items()}
+    (x0, y0), (x1, y1) = np.min(list(corners.values()), axis=0), np.max(list(corners.values()), axis=0)
+    x, y = np.meshgrid(np.linspace(x0, x1, n), np.linspace(y0, y1, n))
+    r2 = x ** 2 + y ** 2
+    v = np.stack([2 * x, 2 * y, 1 - r2], axis=-1) / (1 + r2)[..., None]  # inverse stereographic projection
+    identity = damask.Orientation.from_quaternion(q=np.tile([1.0, 0.0, 0.0, 0.0], (n * n, 1)), lattice=lattice)
+    rgb = identity.IPF_color(v.reshape(-1, 3), in_SST=False).reshape(n, n, 3)
+    ax.imshow(np.dstack([rgb, rgb.any(axis=-1).astype(float)]), origin="lower", extent=(x0, x1, y0, y1))
+    for label, (cx, cy) in corners.items():
+        ax.annotate(f"[{label}]", (cx, cy), fontsize=7, ha="center", va="top" if cy == y0 else "bottom")
+    pad = 0.15 * (x1 - x0)
+    ax.set_xlim(x0 - pad, x1 + pad)
+    ax.set_ylim(y0 - pad, y1 + pad)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(f"IPF key ({lattice}),\nsample z", fontsize=8)
 
 
 def _boundary_segments(ids: np.ndarray) -> np.ndarray:
