@@ -180,7 +180,9 @@ def test_run_with_dataset_in_s3(s3_server, tmp_path):
     rc = cli.main(["run", "ve_generation", "--set", TINY, "--runs-dir", str(tmp_path), "--dataset-uri", uri])
     assert rc == 0
     names = [u.rsplit("/", 1)[-1] for u in store.list_files(uri)]
-    assert names == ["manifest.json", "shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
+    shards = [f"shard-0000{i}.h5" for i in range(3)]
+    assert names == ["manifest.json", *sorted(shards + [f"{s}.sha256" for s in shards])]  # each with its checksum
+    assert not store.exists(f"{uri}/.micropipe-lock.json"), "the run released its lock on S3"
     assert dataset.load_manifest(uri)["n_ve"] == 5
     (run_dir,) = run_dirs(tmp_path / "ve_generation")
     assert not (run_dir / "dataset").exists(), "the dataset went to S3, not into the run directory"
