@@ -42,7 +42,12 @@ CHECKSUM_SUFFIX = ".sha256"
 
 
 class ChecksumError(ValueError):
-    """A file's bytes do not match the SHA-256 recorded when it was written (or no checksum was recorded)."""
+    """A file's bytes do not match the SHA-256 recorded when it was written (``corrupt``), or no checksum was
+    recorded, or it was rewritten after the manifest that lists it (not ``corrupt``)."""
+
+    def __init__(self, message: str, corrupt: bool):
+        super().__init__(message)
+        self.corrupt = corrupt
 
 
 def checksum_uri(uri: str) -> str:
@@ -83,18 +88,19 @@ def check_checksum(uri: str, path: Path, expected: str | None = None) -> str:
     ChecksumError
         No checksum was recorded, or the bytes differ from the ones written.
     """
-    want = expected or recorded_checksum(uri)
+    recorded = recorded_checksum(uri)
+    want = expected or recorded
     if want is None:
         raise ChecksumError(f"{uri}: no checksum ({checksum_uri(uri).rsplit('/', 1)[-1]}) was recorded when it was "
-                            f"written; expected one beside every shard")
+                            f"written; expected one beside every shard", corrupt=False)
     have = provenance.file_sha256(path)
-    if have != want and expected is not None and have == recorded_checksum(uri):
+    if have == want:
+        return have
+    if expected is not None and have == recorded:
         raise ChecksumError(f"{uri}: rewritten after its dataset's manifest was written (SHA-256 {have[:12]}..., the "
-                            f"manifest lists {want[:12]}...); gather the dataset again")
-    if have != want:
-        raise ChecksumError(f"{uri}: checksum mismatch: SHA-256 {have[:12]}... of its bytes, {want[:12]}... when it "
-                            f"was written; the file was changed or corrupted since")
-    return have
+                            f"manifest lists {want[:12]}...); gather the dataset again", corrupt=False)
+    raise ChecksumError(f"{uri}: checksum mismatch: SHA-256 {have[:12]}... of its bytes, {want[:12]}... when it was "
+                        f"written; the file was changed or corrupted since", corrupt=True)
 
 
 def quarantine(uri: str) -> str:
@@ -236,7 +242,7 @@ class Kind:
                 record = read_record(path)
             except ChecksumError as e:
                 log.warning("%s; computing it again", e)
-                if recorded_checksum(uri) is not None:
+                if e.corrupt:
                     quarantine(uri)
                 return False
             except ValueError as e:
@@ -273,9 +279,10 @@ class Kind:
                 try:
                     digest = check_checksum(uri, path)
                 except ChecksumError as e:
-                    if recorded_checksum(uri) is None:
+                    if not e.corrupt:
                         raise
-                    raise ChecksumError(f"{e}; moved aside to {quarantine(uri)}: rerun to compute it again") from None
+                    raise ChecksumError(f"{e}; moved aside to {quarantine(uri)}: rerun to compute it again",
+                                        corrupt=True) from None
                 entries.append({**check(index, uri, path), "sha256": digest})
         return entries
 
@@ -330,6 +337,5 @@ def verify(dataset_uri: str) -> list[dict[str, str]]:
                 check_checksum(uri, path)
                 out.append({"uri": uri, "status": "ok", "message": ""})
             except ChecksumError as e:
-                status = "no checksum" if recorded_checksum(uri) is None else "corrupt"
-                out.append({"uri": uri, "status": status, "message": str(e)})
+                out.append({"uri": uri, "status": "corrupt" if e.corrupt else "no checksum", "message": str(e)})
     return out
