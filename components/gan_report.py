@@ -10,6 +10,7 @@ def gan_report(real: Input[Dataset], generated: Input[Dataset], real_stiffness: 
     """E_p1, E_p2, E_C11 (seed 001 eq. 34) of generated vs training volumes, with p2 curves and slices."""
     import json
     import logging
+    from pathlib import Path
 
     from micropipe.datasets.volumes import load_volumes
     from micropipe.spectral.elastic import Homogenization
@@ -19,7 +20,7 @@ def gan_report(real: Input[Dataset], generated: Input[Dataset], real_stiffness: 
     logging.basicConfig(level=logging.INFO)
     real_v, attrs = load_volumes(real.path)
     gen_v, gen_attrs = load_volumes(generated.path)
-    C_r, C_g = (Homogenization.from_record(json.load(open(a.path))).C_voigt()
+    C_r, C_g = (Homogenization.from_record(json.loads(Path(a.path).read_text())).C_voigt()
                 for a in (real_stiffness, generated_stiffness))
     built = build_report(real_v, gen_v, C_r, C_g, read_loss_log(loss_log.path), source=source,
                          attrs={"data": attrs, "samples": gen_attrs})

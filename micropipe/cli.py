@@ -353,7 +353,7 @@ def _print_failure(err: Exception, log_path: Path) -> None:
         for line in tail:
             print(f"  | {line}", file=sys.stderr)
     for step in failed[1:]:
-        print(f"step {step.name} failed too: {''.join(step.tail(1)).strip()}", file=sys.stderr)
+        print(f"step {step.name} failed too: {step.error()}", file=sys.stderr)
     if not failed and log_path.is_file():
         lines = log_path.read_text(errors="replace").splitlines()[-_local.TAIL_LINES:]
         print(f"\nthe last {len(lines)} lines of the log:", file=sys.stderr)

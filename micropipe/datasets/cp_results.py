@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 from micropipe import provenance as _provenance
 from micropipe import store
 from micropipe.crystal.tensors import VOIGT_PAIRS
+from micropipe.datasets import shards
 from micropipe.datasets import ve as ve_dataset
 from micropipe.datasets.shards import Kind, check_collected, publish, recorded_checksum
 from micropipe.ve import io
@@ -68,9 +69,8 @@ KIND = Kind(format="micropipe-cp-dataset", suffix=".parquet", prefix=RESULTS_DIR
             missing_shard="CP results of shard {index} ({uri}) are missing; expected one results file per VE shard "
                           "({n_shards})")
 """CP results: one Parquet file per VE shard under ``cp/shards/``, then ``cp/manifest.json``."""
-MANIFEST_FORMAT = KIND.format
 GATHERED = f"{RESULTS_DIR}/cp_results.parquet"
-MANIFEST = f"{RESULTS_DIR}/manifest.json"
+MANIFEST = f"{RESULTS_DIR}/{shards.MANIFEST}"
 
 SCHEMA = pa.schema([
     ("ve_id", pa.string()),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from micropipe import backends, provenance, store
+from micropipe.datasets import shards
 from micropipe.datasets.shards import Kind, check_collected, plan
 from micropipe.ve import io
 from micropipe.ve.generator import GeneratorConfig, generate_many, ve_seed
@@ -30,7 +31,7 @@ KIND = Kind(format="micropipe-ve-dataset", suffix=".h5",
             missing_shard="dataset {dataset_uri}: shard {index} ({uri}) is missing; expected {n_shards} shards for "
                           "n_ve={n_ve}, shard_size={shard_size}")
 """VE datasets: HDF5 shards (:func:`micropipe.ve.io.write_shard`) at the dataset's root, then ``manifest.json``."""
-MANIFEST = "manifest.json"
+MANIFEST = shards.MANIFEST
 
 
 def shard_name(index: int) -> str:
